@@ -1,0 +1,669 @@
+//! The configuration: one TOML file, every key overridable by a `REGISTRY_GATE_*` variable.
+//!
+//! Owns: the file format (key names are a public interface: users' files and scripts rely on
+//! them), environment overrides, validation, and the typed [`Config`] the rest of the gate uses.
+//! Unknown keys and unknown `REGISTRY_GATE_*` variables are errors that name them. Relative paths
+//! are resolved against the config file's folder (the working directory without a file).
+//! Does not own: reading the files the config names (tls.rs, auth/).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Uri;
+use serde::Deserialize;
+
+/// A config problem, with the file or variable it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{var}: {message}")]
+    Env { var: String, message: String },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+/// Keys as written in the file. `deny_unknown_fields` makes a typo an error with its name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    plain_listen: Option<String>,
+    upstream: Option<String>,
+    upstream_ca: Option<PathBuf>,
+    public_url: Option<String>,
+    admin_listen: Option<String>,
+    block_old_clients: Option<bool>,
+    trusted_proxies: Option<Vec<String>>,
+    #[serde(default)]
+    tls: FileTls,
+    #[serde(default)]
+    auth: FileAuth,
+    #[serde(default)]
+    timeouts: FileTimeouts,
+    cors: Option<FileCors>,
+    #[serde(default)]
+    ui: FileUi,
+    #[serde(default)]
+    log: FileLog,
+    #[serde(default)]
+    maintenance: FileMaintenance,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAuth {
+    htpasswd: Option<PathBuf>,
+    realm: Option<String>,
+    cache_ttl: Option<u64>,
+    brake_failures: Option<u32>,
+    brake_window: Option<u64>,
+    access: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTimeouts {
+    header_read: Option<u64>,
+    handshake: Option<u64>,
+    upstream_connect: Option<u64>,
+    upstream_response: Option<u64>,
+    idle: Option<u64>,
+    drain: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCors {
+    allow_origins: Option<Vec<String>>,
+    allow_credentials: Option<bool>,
+    max_age: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUi {
+    dir: Option<PathBuf>,
+    auth: Option<bool>,
+    #[serde(default)]
+    vars: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLog {
+    format: Option<String>,
+    level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMaintenance {
+    read_only: Option<bool>,
+}
+
+/// How an environment variable's text becomes a TOML value.
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    Int,
+    Bool,
+    /// Comma-separated list of strings.
+    List,
+}
+
+/// Every key that can be set from the environment: `REGISTRY_GATE_` + the name here.
+const ENV_KEYS: &[(&str, &[&str], Kind)] = &[
+    ("LISTEN", &["listen"], Kind::Str),
+    ("PLAIN_LISTEN", &["plain_listen"], Kind::Str),
+    ("UPSTREAM", &["upstream"], Kind::Str),
+    ("UPSTREAM_CA", &["upstream_ca"], Kind::Str),
+    ("PUBLIC_URL", &["public_url"], Kind::Str),
+    ("ADMIN_LISTEN", &["admin_listen"], Kind::Str),
+    ("BLOCK_OLD_CLIENTS", &["block_old_clients"], Kind::Bool),
+    ("TRUSTED_PROXIES", &["trusted_proxies"], Kind::List),
+    ("TLS_CERT", &["tls", "cert"], Kind::Str),
+    ("TLS_KEY", &["tls", "key"], Kind::Str),
+    ("AUTH_HTPASSWD", &["auth", "htpasswd"], Kind::Str),
+    ("AUTH_REALM", &["auth", "realm"], Kind::Str),
+    ("AUTH_CACHE_TTL", &["auth", "cache_ttl"], Kind::Int),
+    ("AUTH_BRAKE_FAILURES", &["auth", "brake_failures"], Kind::Int),
+    ("AUTH_BRAKE_WINDOW", &["auth", "brake_window"], Kind::Int),
+    ("AUTH_ACCESS", &["auth", "access"], Kind::Str),
+    ("TIMEOUTS_HEADER_READ", &["timeouts", "header_read"], Kind::Int),
+    ("TIMEOUTS_HANDSHAKE", &["timeouts", "handshake"], Kind::Int),
+    ("TIMEOUTS_UPSTREAM_CONNECT", &["timeouts", "upstream_connect"], Kind::Int),
+    ("TIMEOUTS_UPSTREAM_RESPONSE", &["timeouts", "upstream_response"], Kind::Int),
+    ("TIMEOUTS_IDLE", &["timeouts", "idle"], Kind::Int),
+    ("TIMEOUTS_DRAIN", &["timeouts", "drain"], Kind::Int),
+    ("CORS_ALLOW_ORIGINS", &["cors", "allow_origins"], Kind::List),
+    ("CORS_ALLOW_CREDENTIALS", &["cors", "allow_credentials"], Kind::Bool),
+    ("CORS_MAX_AGE", &["cors", "max_age"], Kind::Int),
+    ("UI_DIR", &["ui", "dir"], Kind::Str),
+    ("UI_AUTH", &["ui", "auth"], Kind::Bool),
+    ("LOG_FORMAT", &["log", "format"], Kind::Str),
+    ("LOG_LEVEL", &["log", "level"], Kind::Str),
+    ("MAINTENANCE_READ_ONLY", &["maintenance", "read_only"], Kind::Bool),
+];
+
+const ENV_PREFIX: &str = "REGISTRY_GATE_";
+/// `REGISTRY_GATE_UI_VAR_<NAME>` fills `${NAME}` in the UI's index.html.
+const ENV_UI_VAR_PREFIX: &str = "REGISTRY_GATE_UI_VAR_";
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// TLS listener address.
+    pub listen: Option<SocketAddr>,
+    /// Plain-HTTP listener, for deployments behind a TLS-terminating load balancer.
+    pub plain_listen: Option<SocketAddr>,
+    pub upstream: Upstream,
+    /// The gate's public origin (`https://registry.example.com`), without a trailing slash.
+    pub public_url: Option<String>,
+    pub admin_listen: Option<SocketAddr>,
+    pub block_old_clients: bool,
+    /// Peers whose `Forwarded` / `X-Forwarded-*` headers are kept.
+    pub trusted_proxies: Vec<IpAddr>,
+    pub tls: Option<TlsPaths>,
+    pub auth: AuthConfig,
+    pub timeouts: Timeouts,
+    pub cors: Option<CorsConfig>,
+    pub ui: Option<UiConfig>,
+    pub log: LogConfig,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Scheme and authority only, e.g. `http://127.0.0.1:5000`.
+    pub base: Uri,
+    /// Extra CA bundle trusted for an `https://` upstream.
+    pub ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub htpasswd: PathBuf,
+    pub realm: String,
+    /// How long a verified password is accepted without hashing again; zero turns the cache off.
+    pub cache_ttl: Duration,
+    /// Failed logins from one address within `brake_window` before 429; zero turns it off.
+    pub brake_failures: u32,
+    pub brake_window: Duration,
+    pub access: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// Reading a request's headers (slowloris).
+    pub header_read: Duration,
+    /// Finishing the TLS handshake.
+    pub handshake: Duration,
+    pub upstream_connect: Duration,
+    /// Waiting for the upstream's response headers (a final `PUT ?digest=` can take minutes).
+    pub upstream_response: Duration,
+    /// No byte moving on a body for this long ends the transfer.
+    pub idle: Duration,
+    /// How long in-flight requests may finish after SIGTERM.
+    pub drain: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CorsConfig {
+    /// Exact origins, `scheme://host[:port]`; `*` only when credentials are off.
+    pub allow_origins: Vec<String>,
+    pub allow_credentials: bool,
+    pub max_age: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UiConfig {
+    pub dir: PathBuf,
+    pub auth: bool,
+    pub vars: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `RUST_LOG`-style filter.
+    pub level: String,
+}
+
+impl Config {
+    /// Loads the optional file, applies `REGISTRY_GATE_*` variables from `env`, and validates.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (mut table, base_dir, origin) = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                // Deserializing the text directly keeps line and column in the error.
+                let parse_err = |e: toml::de::Error| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.to_string().trim_end().to_owned(),
+                };
+                toml::from_str::<FileConfig>(&text).map_err(parse_err)?;
+                let table: toml::Table = toml::from_str(&text).map_err(parse_err)?;
+                let dir = path.parent().map(Path::to_owned).unwrap_or_default();
+                (table, dir, path.display().to_string())
+            }
+            None => (toml::Table::new(), PathBuf::new(), "environment".to_owned()),
+        };
+        let mut from_env = false;
+        for (var, value) in env {
+            if apply_env(&mut table, &var, &value)? {
+                from_env = true;
+            }
+        }
+        let origin = if from_env && file.is_some() {
+            format!("{origin} + REGISTRY_GATE_* environment")
+        } else {
+            origin
+        };
+        let raw = FileConfig::deserialize(toml::Value::Table(table)).map_err(|e| {
+            ConfigError::Invalid {
+                origin: origin.clone(),
+                message: e.to_string().trim_end().to_owned(),
+            }
+        })?;
+        validate(raw, &base_dir, &origin)
+    }
+}
+
+/// Applies one environment variable; returns whether it was one of ours.
+fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<bool, ConfigError> {
+    let Some(name) = var.strip_prefix(ENV_PREFIX) else {
+        return Ok(false);
+    };
+    let env_err = |message: String| ConfigError::Env {
+        var: var.to_owned(),
+        message,
+    };
+    if let Some(ui_var) = var.strip_prefix(ENV_UI_VAR_PREFIX) {
+        let ui = section(table, "ui");
+        let vars = section(ui, "vars");
+        vars.insert(ui_var.to_owned(), toml::Value::String(value.to_owned()));
+        return Ok(true);
+    }
+    let Some((_, path, kind)) = ENV_KEYS.iter().find(|(n, _, _)| *n == name) else {
+        let known: Vec<String> = ENV_KEYS.iter().map(|(n, _, _)| format!("{ENV_PREFIX}{n}")).collect();
+        return Err(env_err(format!(
+            "unknown variable; known ones are {} and {ENV_UI_VAR_PREFIX}<NAME>",
+            known.join(", ")
+        )));
+    };
+    let parsed = match kind {
+        Kind::Str => toml::Value::String(value.to_owned()),
+        Kind::Int => toml::Value::Integer(
+            value
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| env_err(format!("expected a whole number, got {value:?}")))?,
+        ),
+        Kind::Bool => toml::Value::Boolean(match value.trim() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(env_err(format!("expected true or false, got {value:?}"))),
+        }),
+        Kind::List => toml::Value::Array(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        ),
+    };
+    let (last, parents) = path.split_last().expect("ENV_KEYS paths are not empty");
+    let mut t = table;
+    for p in parents {
+        t = section(t, p);
+    }
+    t.insert((*last).to_owned(), parsed);
+    Ok(true)
+}
+
+/// The sub-table `key` of `table`, created (or replaced, if not a table) when needed.
+fn section<'a>(table: &'a mut toml::Table, key: &str) -> &'a mut toml::Table {
+    let entry = table
+        .entry(key.to_owned())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if !entry.is_table() {
+        *entry = toml::Value::Table(toml::Table::new());
+    }
+    entry.as_table_mut().expect("made a table above")
+}
+
+fn validate(raw: FileConfig, base: &Path, origin: &str) -> Result<Config, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        origin: origin.to_owned(),
+        message,
+    };
+    let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+    let addr = |key: &str, v: Option<String>| -> Result<Option<SocketAddr>, ConfigError> {
+        match v.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(s) => s.parse().map(Some).map_err(|_| {
+                invalid(format!(
+                    "{key}: {s:?} is not an address like \"0.0.0.0:5443\" or \"[::]:5443\""
+                ))
+            }),
+        }
+    };
+    let listen = addr("listen", raw.listen)?;
+    let plain_listen = addr("plain_listen", raw.plain_listen)?;
+    let admin_listen = addr(
+        "admin_listen",
+        Some(raw.admin_listen.unwrap_or_else(|| "127.0.0.1:9090".into())),
+    )?;
+    if listen.is_none() && plain_listen.is_none() {
+        return Err(invalid(
+            "set listen (TLS, e.g. \"0.0.0.0:5443\") or plain_listen".into(),
+        ));
+    }
+
+    let upstream_text = raw
+        .upstream
+        .ok_or_else(|| invalid("upstream is required, e.g. \"http://127.0.0.1:5000\"".into()))?;
+    let upstream_uri: Uri = upstream_text
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|e| invalid(format!("upstream: {upstream_text:?} is not a URL: {e}")))?;
+    match (upstream_uri.scheme_str(), upstream_uri.authority()) {
+        (Some("http" | "https"), Some(_)) => {}
+        _ => {
+            return Err(invalid(format!(
+                "upstream: {upstream_text:?} must be http://host:port or https://host:port"
+            )));
+        }
+    }
+    if upstream_uri.path() != "/" && !upstream_uri.path().is_empty() {
+        return Err(invalid(format!(
+            "upstream: {upstream_text:?} must not have a path; the registry serves /v2/ at its root"
+        )));
+    }
+    let upstream = Upstream {
+        base: upstream_uri,
+        ca: raw.upstream_ca.map(resolve),
+    };
+
+    let public_url = match raw.public_url {
+        None => None,
+        Some(s) if s.trim().is_empty() => None,
+        Some(s) => {
+            let s = s.trim().trim_end_matches('/').to_owned();
+            let uri: Uri = s
+                .parse()
+                .map_err(|e| invalid(format!("public_url: {s:?} is not a URL: {e}")))?;
+            if uri.scheme().is_none() || uri.authority().is_none() {
+                return Err(invalid(format!(
+                    "public_url: {s:?} must look like https://registry.example.com"
+                )));
+            }
+            Some(s)
+        }
+    };
+
+    let trusted_proxies = raw
+        .trusted_proxies
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| {
+            s.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| invalid(format!("trusted_proxies: {s:?} is not an IP address")))
+        })
+        .collect::<Result<_, _>>()?;
+
+    let tls = match (raw.tls.cert, raw.tls.key) {
+        (Some(cert), Some(key)) => Some(TlsPaths {
+            cert: resolve(cert),
+            key: resolve(key),
+        }),
+        (None, None) => None,
+        _ => return Err(invalid("[tls] needs both cert and key".into())),
+    };
+    if listen.is_some() && tls.is_none() {
+        return Err(invalid(
+            "listen serves TLS and needs [tls] cert and key (use plain_listen behind a TLS load balancer)"
+                .into(),
+        ));
+    }
+
+    let auth = AuthConfig {
+        htpasswd: resolve(raw.auth.htpasswd.ok_or_else(|| {
+            invalid("[auth] htpasswd is required (create one with `registry-gate htpasswd -c FILE USER`)".into())
+        })?),
+        realm: raw.auth.realm.unwrap_or_else(|| "Registry".into()),
+        cache_ttl: Duration::from_secs(raw.auth.cache_ttl.unwrap_or(300)),
+        brake_failures: raw.auth.brake_failures.unwrap_or(10),
+        brake_window: Duration::from_secs(raw.auth.brake_window.unwrap_or(60).max(1)),
+        access: raw.auth.access.map(resolve),
+    };
+
+    let secs = |v: Option<u64>, default: u64, key: &str| -> Result<Duration, ConfigError> {
+        match v.unwrap_or(default) {
+            0 => Err(invalid(format!("[timeouts] {key} must be at least 1 second"))),
+            n => Ok(Duration::from_secs(n)),
+        }
+    };
+    let t = raw.timeouts;
+    let timeouts = Timeouts {
+        header_read: secs(t.header_read, 30, "header_read")?,
+        handshake: secs(t.handshake, 10, "handshake")?,
+        upstream_connect: secs(t.upstream_connect, 10, "upstream_connect")?,
+        upstream_response: secs(t.upstream_response, 900, "upstream_response")?,
+        idle: secs(t.idle, 900, "idle")?,
+        drain: secs(t.drain, 60, "drain")?,
+    };
+
+    let cors = match raw.cors {
+        None => None,
+        Some(c) => {
+            let allow_credentials = c.allow_credentials.unwrap_or(true);
+            let mut origins = Vec::new();
+            for o in c.allow_origins.unwrap_or_default() {
+                let o = o.trim().to_owned();
+                if o == "*" {
+                    if allow_credentials {
+                        return Err(invalid(
+                            "[cors] allow_origins = [\"*\"] cannot be used with credentials: list the exact origins, or set allow_credentials = false".into(),
+                        ));
+                    }
+                } else if !is_origin(&o) {
+                    return Err(invalid(format!(
+                        "[cors] allow_origins: {o:?} is not an origin like \"https://ui.example.com\" (scheme://host[:port], no path)"
+                    )));
+                }
+                origins.push(o);
+            }
+            Some(CorsConfig {
+                allow_origins: origins,
+                allow_credentials,
+                max_age: Duration::from_secs(c.max_age.unwrap_or(600)),
+            })
+        }
+    };
+
+    let ui = raw.ui.dir.map(|dir| UiConfig {
+        dir: resolve(dir),
+        auth: raw.ui.auth.unwrap_or(false),
+        vars: raw.ui.vars,
+    });
+
+    let format = match raw.log.format.as_deref().unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(invalid(format!(
+                "[log] format: {other:?} is not \"text\" or \"json\""
+            )));
+        }
+    };
+    let log = LogConfig {
+        format,
+        level: raw.log.level.unwrap_or_else(|| "info".into()),
+    };
+
+    Ok(Config {
+        listen,
+        plain_listen,
+        upstream,
+        public_url,
+        admin_listen,
+        block_old_clients: raw.block_old_clients.unwrap_or(true),
+        trusted_proxies,
+        tls,
+        auth,
+        timeouts,
+        cors,
+        ui,
+        log,
+        read_only: raw.maintenance.read_only.unwrap_or(false),
+    })
+}
+
+/// `scheme://host[:port]` with nothing after it.
+fn is_origin(s: &str) -> bool {
+    let Ok(uri) = s.parse::<Uri>() else {
+        return false;
+    };
+    matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.authority().is_some()
+        && !s.ends_with('/')
+        && uri.path_and_query().is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    const MINIMAL: &str = r#"
+listen = "127.0.0.1:5443"
+upstream = "http://127.0.0.1:5000"
+[tls]
+cert = "cert.pem"
+key = "key.pem"
+[auth]
+htpasswd = "htpasswd"
+"#;
+
+    #[test]
+    fn minimal_file_loads_with_defaults_and_relative_paths() {
+        let f = write(MINIMAL);
+        let c = Config::load(Some(f.path()), []).unwrap();
+        assert_eq!(c.listen, Some("127.0.0.1:5443".parse().unwrap()));
+        assert_eq!(c.timeouts.header_read, Duration::from_secs(30));
+        assert_eq!(c.timeouts.upstream_connect, Duration::from_secs(10));
+        assert_eq!(c.timeouts.idle, Duration::from_secs(900));
+        assert_eq!(c.auth.realm, "Registry");
+        assert!(c.block_old_clients);
+        assert_eq!(c.auth.htpasswd, f.path().parent().unwrap().join("htpasswd"));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let f = write(&format!("{MINIMAL}\n[timeouts]\nheader_reed = 5\n"));
+        let err = Config::load(Some(f.path()), []).unwrap_err().to_string();
+        assert!(err.contains("header_reed"), "{err}");
+        assert!(err.contains("line 11"), "{err}");
+        assert!(err.contains(&f.path().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_can_stand_alone() {
+        let f = write(MINIMAL);
+        let env = [
+            ("REGISTRY_GATE_LISTEN".to_owned(), "0.0.0.0:6000".to_owned()),
+            ("REGISTRY_GATE_TIMEOUTS_IDLE".to_owned(), "60".to_owned()),
+            ("PATH".to_owned(), "/bin".to_owned()),
+        ];
+        let c = Config::load(Some(f.path()), env).unwrap();
+        assert_eq!(c.listen, Some("0.0.0.0:6000".parse().unwrap()));
+        assert_eq!(c.timeouts.idle, Duration::from_secs(60));
+
+        let env = [
+            ("REGISTRY_GATE_PLAIN_LISTEN", "127.0.0.1:8080"),
+            ("REGISTRY_GATE_UPSTREAM", "http://registry:5000"),
+            ("REGISTRY_GATE_AUTH_HTPASSWD", "/auth/htpasswd"),
+            ("REGISTRY_GATE_CORS_ALLOW_ORIGINS", "https://a.example, http://b.example:8080"),
+            ("REGISTRY_GATE_UI_VAR_REGISTRY_TITLE", "Team registry"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(c.plain_listen, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(
+            c.cors.unwrap().allow_origins,
+            ["https://a.example", "http://b.example:8080"]
+        );
+        assert_eq!(c.upstream.base.to_string(), "http://registry:5000/");
+    }
+
+    #[test]
+    fn unknown_or_malformed_env_is_named() {
+        let err = Config::load(None, [("REGISTRY_GATE_LISTN".into(), "x".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("REGISTRY_GATE_LISTN: unknown variable"), "{err}");
+        let err = Config::load(None, [("REGISTRY_GATE_TIMEOUTS_IDLE".into(), "soon".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("REGISTRY_GATE_TIMEOUTS_IDLE"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_explained() {
+        for (extra, needle) in [
+            ("public_url = \"registry.example.com\"", "public_url"),
+            ("[cors]\nallow_origins = [\"*\"]", "credentials"),
+            ("[cors]\nallow_origins = [\"https://a.example/ui\"]", "not an origin"),
+            ("[log]\nformat = \"xml\"", "format"),
+        ] {
+            let f = write(&format!("{MINIMAL}\n{extra}\n"));
+            let err = Config::load(Some(f.path()), []).unwrap_err().to_string();
+            assert!(err.contains(needle), "{extra}: {err}");
+        }
+        let f = write("listen = \"nope\"\nupstream = \"http://x:1\"\n");
+        let err = Config::load(Some(f.path()), []).unwrap_err().to_string();
+        assert!(err.contains("listen"), "{err}");
+    }
+}

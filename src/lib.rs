@@ -1,0 +1,146 @@
+//! registry-gate: a TLS-terminating, authenticating front door for a container registry.
+//!
+//! [`start`] assembles the parts from a [`config::Config`] and binds the listeners;
+//! [`run`] adds signal handling around it. Each module owns one concern; see its header.
+
+pub mod auth;
+pub mod body;
+pub mod check;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod proxy;
+pub mod reload;
+pub mod server;
+pub mod service;
+pub mod tls;
+pub mod ua;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use config::Config;
+use service::{Gate, GateSetupError};
+use tls::{CertStore, TlsError};
+
+/// Why the gate could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Setup(#[from] GateSetupError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A gate that is serving.
+pub struct Running {
+    /// The TLS listener's bound address (useful with port 0).
+    pub tls_addr: Option<SocketAddr>,
+    pub plain_addr: Option<SocketAddr>,
+    pub gate: Arc<Gate>,
+    pub certs: Option<Arc<CertStore>>,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting and waits until open requests finish (or the drain time is over).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Loads everything the config names, binds the listeners and starts serving.
+pub async fn start(config: &Config) -> Result<Running, StartError> {
+    let certs = match &config.tls {
+        Some(paths) => Some(Arc::new(CertStore::load(paths.clone())?)),
+        None => None,
+    };
+    let gate = Arc::new(Gate::new(config)?);
+
+    let tls = match (config.listen, &certs) {
+        (Some(addr), Some(store)) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(store.clone())?);
+            Some((bind(addr).await?, acceptor))
+        }
+        _ => None,
+    };
+    let plain = match config.plain_listen {
+        Some(addr) => {
+            tracing::warn!(
+                %addr,
+                "plain_listen serves HTTP without TLS: only use it behind a TLS-terminating load balancer"
+            );
+            Some(bind(addr).await?)
+        }
+        None => None,
+    };
+    let tls_addr = tls.as_ref().and_then(|(l, _)| l.local_addr().ok());
+    let plain_addr = plain.as_ref().and_then(|l| l.local_addr().ok());
+
+    let (stop, stop_rx) = watch::channel(false);
+    tokio::spawn(reload::run(gate.clone(), certs.clone(), stop_rx.clone()));
+    let server = tokio::spawn(server::serve(
+        server::Listeners { tls, plain },
+        gate.clone(),
+        config.timeouts.clone(),
+        stop_rx,
+    ));
+    if let Some(a) = tls_addr {
+        tracing::info!(listen = %a, upstream = %config.upstream.base, "serving TLS");
+    }
+    if let Some(a) = plain_addr {
+        tracing::info!(listen = %a, upstream = %config.upstream.base, "serving plain HTTP");
+    }
+    Ok(Running {
+        tls_addr,
+        plain_addr,
+        gate,
+        certs,
+        stop,
+        server,
+    })
+}
+
+/// Serves until SIGTERM or SIGINT, then drains and returns.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let running = start(&config).await?;
+    wait_for_shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}

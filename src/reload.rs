@@ -1,0 +1,144 @@
+//! Hot reload: noticing that the htpasswd file or the certificate changed, and on SIGHUP.
+//!
+//! Owns: watching the folders of the files (editors, `mv`, certbot and Kubernetes Secrets
+//! replace a file rather than write it, which ends a watch on the file itself), comparing a
+//! fingerprint so only what changed is reloaded, and logging each outcome. A failed reload keeps
+//! the last good state (the stores guarantee it). Does not own: loading (tls.rs, auth/users.rs).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use notify::{RecursiveMode, Watcher as _};
+use tokio::sync::{mpsc, watch};
+
+use crate::service::Gate;
+use crate::tls::CertStore;
+
+/// What identifies a version of a file: modification time, size and inode (through symlinks).
+type Fingerprint = Option<(SystemTime, u64, u64)>;
+
+fn fingerprint(path: &Path) -> Fingerprint {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+/// Something that can be reloaded from files.
+enum Target {
+    Users,
+    Certs,
+}
+
+struct Watched {
+    target: Target,
+    files: Vec<PathBuf>,
+    seen: Vec<Fingerprint>,
+}
+
+/// Runs until `stop` turns true.
+pub async fn run(gate: Arc<Gate>, certs: Option<Arc<CertStore>>, mut stop: watch::Receiver<bool>) {
+    let mut watched = vec![Watched::new(Target::Users, vec![gate.auth.users().path().to_owned()])];
+    if let Some(c) = &certs {
+        watched.push(Watched::new(
+            Target::Certs,
+            vec![c.paths().cert.clone(), c.paths().key.clone()],
+        ));
+    }
+
+    let (tx, mut rx) = mpsc::channel::<()>(1);
+    let watcher = notify::recommended_watcher(move |_event| {
+        let _ = tx.try_send(());
+    });
+    // Kept alive for as long as this function runs.
+    let _watcher = match watcher {
+        Ok(mut w) => {
+            let mut dirs: Vec<PathBuf> = watched
+                .iter()
+                .flat_map(|w| w.files.iter())
+                .map(|f| folder_of(f))
+                .collect();
+            dirs.sort();
+            dirs.dedup();
+            for dir in dirs {
+                if let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive) {
+                    tracing::warn!("cannot watch {}: {e}; SIGHUP still reloads", dir.display());
+                }
+            }
+            Some(w)
+        }
+        Err(e) => {
+            tracing::warn!("file watching unavailable: {e}; SIGHUP still reloads");
+            None
+        }
+    };
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGHUP: {e}");
+            None
+        }
+    };
+
+    loop {
+        let forced = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            Some(()) = rx.recv() => false,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => true,
+        };
+        // Let a burst of events (write, chmod, rename) settle into one reload.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        while rx.try_recv().is_ok() {}
+        for w in &mut watched {
+            let now: Vec<Fingerprint> = w.files.iter().map(|f| fingerprint(f)).collect();
+            if !forced && now == w.seen {
+                continue;
+            }
+            let ok = match w.target {
+                Target::Users => match gate.auth.reload_users() {
+                    Ok(n) => {
+                        tracing::info!(users = n, "reloaded users");
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!("users not reloaded, keeping the previous ones: {e}");
+                        false
+                    }
+                },
+                Target::Certs => match certs.as_ref().map(|c| c.reload()) {
+                    Some(Ok(())) => {
+                        tracing::info!("reloaded certificate");
+                        true
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!("certificate not reloaded, keeping the previous one: {e}");
+                        false
+                    }
+                    None => true,
+                },
+            };
+            // A half-written pair (new cert, old key) fails now and is retried on the next event.
+            if ok {
+                w.seen = now;
+            }
+        }
+    }
+}
+
+impl Watched {
+    fn new(target: Target, files: Vec<PathBuf>) -> Self {
+        let seen = files.iter().map(|f| fingerprint(f)).collect();
+        Watched {
+            target,
+            files,
+            seen,
+        }
+    }
+}
+
+fn folder_of(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}

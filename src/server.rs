@@ -1,0 +1,192 @@
+//! Accepting connections: TLS with a deadline, HTTP/1.1 or HTTP/2 by ALPN, graceful drain.
+//!
+//! Owns: the accept loop (an accept error is logged and retried, never fatal), the handshake
+//! deadline, answering plain HTTP sent to the TLS port with a JSON 400 and a close (never a
+//! Basic challenge in cleartext), the hyper builders (header-read timeout with a timer, bounded
+//! header sizes, large adaptive HTTP/2 windows), and the drain on shutdown.
+//! Does not own: what a request gets (service.rs).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Timeouts;
+use crate::service::{ConnInfo, Gate, plain_http_on_tls_port};
+
+/// Largest request head accepted (registry clients need a few KiB; docker's many `Accept`s fit).
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// The HTTP protocol settings, built once.
+struct Protocols {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(timeouts: &Timeouts) -> Self {
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(timeouts.header_read)
+            .max_header_size(MAX_HEADER_BYTES)
+            .keep_alive(true);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            // Windows grow with the measured bandwidth-delay product, so an h2 push is not held
+            // to hyper's fixed 1 MiB default (buildkit turned h2 off for pushes over this).
+            .adaptive_window(true)
+            .max_header_list_size(MAX_HEADER_BYTES as u32)
+            .keep_alive_interval(Duration::from_secs(60))
+            .keep_alive_timeout(Duration::from_secs(20));
+        Protocols { h1, h2 }
+    }
+}
+
+/// The listeners the gate serves on.
+pub struct Listeners {
+    pub tls: Option<(TcpListener, TlsAcceptor)>,
+    pub plain: Option<TcpListener>,
+}
+
+/// Accepts until `stop` turns true, then drains open connections for at most `timeouts.drain`.
+pub async fn serve(
+    listeners: Listeners,
+    gate: Arc<Gate>,
+    timeouts: Timeouts,
+    mut stop: watch::Receiver<bool>,
+) {
+    let protocols = Arc::new(Protocols::new(&timeouts));
+    let graceful = GracefulShutdown::new();
+    let (tls_listener, acceptor) = match listeners.tls {
+        Some((l, a)) => (Some(l), Some(a)),
+        None => (None, None),
+    };
+    loop {
+        let (accepted, is_tls) = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            r = accept(tls_listener.as_ref()) => (r, true),
+            r = accept(listeners.plain.as_ref()) => (r, false),
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: wait a little instead of spinning or exiting.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (gate, protocols, watcher) = (gate.clone(), protocols.clone(), graceful.watcher());
+        let handshake = timeouts.handshake;
+        match (is_tls, &acceptor) {
+            (true, Some(acceptor)) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    serve_tls(stream, peer, acceptor, handshake, gate, protocols, watcher).await;
+                });
+            }
+            _ => {
+                tokio::spawn(async move {
+                    let info = ConnInfo { peer, tls: false };
+                    serve_http(TokioIo::new(stream), false, info, gate, &protocols, watcher).await;
+                });
+            }
+        }
+    }
+    drop(tls_listener);
+    drop(listeners.plain);
+    let open = graceful.count();
+    if open > 0 {
+        tracing::info!(open, drain = ?timeouts.drain, "draining connections");
+    }
+    if tokio::time::timeout(timeouts.drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain time over; closing the remaining connections");
+    }
+}
+
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn serve_tls(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    handshake: Duration,
+    gate: Arc<Gate>,
+    protocols: Arc<Protocols>,
+    watcher: Watcher,
+) {
+    // A TLS connection starts with a handshake record (0x16). Anything else, typically docker
+    // retrying over plain HTTP, gets a JSON answer naming the mistake, and the connection closes.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(handshake, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return,
+    }
+    if first[0] != 0x16 {
+        if first[0].is_ascii_alphabetic() {
+            let _ = stream.write_all(&plain_http_on_tls_port()).await;
+        }
+        let _ = stream.shutdown().await;
+        return;
+    }
+    let tls = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(client = %peer, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(client = %peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let info = ConnInfo { peer, tls: true };
+    serve_http(TokioIo::new(tls), h2, info, gate, &protocols, watcher).await;
+}
+
+async fn serve_http<I>(
+    io: TokioIo<I>,
+    h2: bool,
+    info: ConnInfo,
+    gate: Arc<Gate>,
+    protocols: &Protocols,
+    watcher: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let gate = gate.clone();
+        async move { Ok::<_, Infallible>(gate.handle(req, info).await) }
+    });
+    let result = if h2 {
+        watcher
+            .watch(protocols.h2.serve_connection(io, service))
+            .await
+    } else {
+        watcher
+            .watch(protocols.h1.serve_connection(io, service))
+            .await
+    };
+    if let Err(e) = result {
+        tracing::debug!(client = %info.peer, "connection ended: {e}");
+    }
+}
