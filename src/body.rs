@@ -116,14 +116,23 @@ mod tests {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BodyError>>(1);
         let stream = tokio_stream_from(rx);
         let bytes = Arc::new(AtomicU64::new(0));
-        let mut t = Box::pin(Tracked::new(StreamBody::new(stream), bytes, Duration::from_secs(10)));
-        tx.send(Ok(Frame::data(Bytes::from_static(b"x")))).await.unwrap();
+        let mut t = Box::pin(Tracked::new(
+            StreamBody::new(stream),
+            bytes,
+            Duration::from_secs(10),
+        ));
+        tx.send(Ok(Frame::data(Bytes::from_static(b"x"))))
+            .await
+            .unwrap();
         assert!(t.frame().await.unwrap().is_ok());
         let start = Instant::now();
         let err = t.frame().await.unwrap().unwrap_err();
         assert!(err.is::<IdleTimeout>());
         let waited = start.elapsed();
-        assert!(waited >= Duration::from_secs(10) && waited <= Duration::from_secs(20), "{waited:?}");
+        assert!(
+            waited >= Duration::from_secs(10) && waited <= Duration::from_secs(20),
+            "{waited:?}"
+        );
         drop(tx);
     }
 

@@ -142,23 +142,47 @@ const ENV_KEYS: &[(&str, &[&str], Kind)] = &[
     ("AUTH_HTPASSWD", &["auth", "htpasswd"], Kind::Str),
     ("AUTH_REALM", &["auth", "realm"], Kind::Str),
     ("AUTH_CACHE_TTL", &["auth", "cache_ttl"], Kind::Int),
-    ("AUTH_BRAKE_FAILURES", &["auth", "brake_failures"], Kind::Int),
+    (
+        "AUTH_BRAKE_FAILURES",
+        &["auth", "brake_failures"],
+        Kind::Int,
+    ),
     ("AUTH_BRAKE_WINDOW", &["auth", "brake_window"], Kind::Int),
     ("AUTH_ACCESS", &["auth", "access"], Kind::Str),
-    ("TIMEOUTS_HEADER_READ", &["timeouts", "header_read"], Kind::Int),
+    (
+        "TIMEOUTS_HEADER_READ",
+        &["timeouts", "header_read"],
+        Kind::Int,
+    ),
     ("TIMEOUTS_HANDSHAKE", &["timeouts", "handshake"], Kind::Int),
-    ("TIMEOUTS_UPSTREAM_CONNECT", &["timeouts", "upstream_connect"], Kind::Int),
-    ("TIMEOUTS_UPSTREAM_RESPONSE", &["timeouts", "upstream_response"], Kind::Int),
+    (
+        "TIMEOUTS_UPSTREAM_CONNECT",
+        &["timeouts", "upstream_connect"],
+        Kind::Int,
+    ),
+    (
+        "TIMEOUTS_UPSTREAM_RESPONSE",
+        &["timeouts", "upstream_response"],
+        Kind::Int,
+    ),
     ("TIMEOUTS_IDLE", &["timeouts", "idle"], Kind::Int),
     ("TIMEOUTS_DRAIN", &["timeouts", "drain"], Kind::Int),
     ("CORS_ALLOW_ORIGINS", &["cors", "allow_origins"], Kind::List),
-    ("CORS_ALLOW_CREDENTIALS", &["cors", "allow_credentials"], Kind::Bool),
+    (
+        "CORS_ALLOW_CREDENTIALS",
+        &["cors", "allow_credentials"],
+        Kind::Bool,
+    ),
     ("CORS_MAX_AGE", &["cors", "max_age"], Kind::Int),
     ("UI_DIR", &["ui", "dir"], Kind::Str),
     ("UI_AUTH", &["ui", "auth"], Kind::Bool),
     ("LOG_FORMAT", &["log", "format"], Kind::Str),
     ("LOG_LEVEL", &["log", "level"], Kind::Str),
-    ("MAINTENANCE_READ_ONLY", &["maintenance", "read_only"], Kind::Bool),
+    (
+        "MAINTENANCE_READ_ONLY",
+        &["maintenance", "read_only"],
+        Kind::Bool,
+    ),
 ];
 
 const ENV_PREFIX: &str = "REGISTRY_GATE_";
@@ -318,7 +342,10 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<bool, Co
         return Ok(true);
     }
     let Some((_, path, kind)) = ENV_KEYS.iter().find(|(n, _, _)| *n == name) else {
-        let known: Vec<String> = ENV_KEYS.iter().map(|(n, _, _)| format!("{ENV_PREFIX}{n}")).collect();
+        let known: Vec<String> = ENV_KEYS
+            .iter()
+            .map(|(n, _, _)| format!("{ENV_PREFIX}{n}"))
+            .collect();
         return Err(env_err(format!(
             "unknown variable; known ones are {} and {ENV_UI_VAR_PREFIX}<NAME>",
             known.join(", ")
@@ -475,7 +502,9 @@ fn validate(raw: FileConfig, base: &Path, origin: &str) -> Result<Config, Config
 
     let secs = |v: Option<u64>, default: u64, key: &str| -> Result<Duration, ConfigError> {
         match v.unwrap_or(default) {
-            0 => Err(invalid(format!("[timeouts] {key} must be at least 1 second"))),
+            0 => Err(invalid(format!(
+                "[timeouts] {key} must be at least 1 second"
+            ))),
             n => Ok(Duration::from_secs(n)),
         }
     };
@@ -563,7 +592,9 @@ fn is_origin(s: &str) -> bool {
     matches!(uri.scheme_str(), Some("http" | "https"))
         && uri.authority().is_some()
         && !s.ends_with('/')
-        && uri.path_and_query().is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
+        && uri
+            .path_and_query()
+            .is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
 }
 
 #[cfg(test)]
@@ -625,7 +656,10 @@ htpasswd = "htpasswd"
             ("REGISTRY_GATE_PLAIN_LISTEN", "127.0.0.1:8080"),
             ("REGISTRY_GATE_UPSTREAM", "http://registry:5000"),
             ("REGISTRY_GATE_AUTH_HTPASSWD", "/auth/htpasswd"),
-            ("REGISTRY_GATE_CORS_ALLOW_ORIGINS", "https://a.example, http://b.example:8080"),
+            (
+                "REGISTRY_GATE_CORS_ALLOW_ORIGINS",
+                "https://a.example, http://b.example:8080",
+            ),
             ("REGISTRY_GATE_UI_VAR_REGISTRY_TITLE", "Team registry"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()));
@@ -643,10 +677,16 @@ htpasswd = "htpasswd"
         let err = Config::load(None, [("REGISTRY_GATE_LISTN".into(), "x".into())])
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("REGISTRY_GATE_LISTN: unknown variable"), "{err}");
-        let err = Config::load(None, [("REGISTRY_GATE_TIMEOUTS_IDLE".into(), "soon".into())])
-            .unwrap_err()
-            .to_string();
+        assert!(
+            err.starts_with("REGISTRY_GATE_LISTN: unknown variable"),
+            "{err}"
+        );
+        let err = Config::load(
+            None,
+            [("REGISTRY_GATE_TIMEOUTS_IDLE".into(), "soon".into())],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("REGISTRY_GATE_TIMEOUTS_IDLE"), "{err}");
     }
 
@@ -655,7 +695,10 @@ htpasswd = "htpasswd"
         for (extra, needle) in [
             ("public_url = \"registry.example.com\"", "public_url"),
             ("[cors]\nallow_origins = [\"*\"]", "credentials"),
-            ("[cors]\nallow_origins = [\"https://a.example/ui\"]", "not an origin"),
+            (
+                "[cors]\nallow_origins = [\"https://a.example/ui\"]",
+                "not an origin",
+            ),
             ("[log]\nformat = \"xml\"", "format"),
         ] {
             let f = write(&format!("{MINIMAL}\n{extra}\n"));

@@ -24,7 +24,9 @@ pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
 
 /// Wraps bytes as a [`Body`].
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// An empty [`Body`].

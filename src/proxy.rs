@@ -109,7 +109,10 @@ impl Proxy {
     /// The upstream URI for a request path and query.
     fn upstream_uri(&self, pq: Option<&PathAndQuery>) -> Result<Uri, GateError> {
         let mut parts = self.base.clone().into_parts();
-        parts.path_and_query = Some(pq.cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+        parts.path_and_query = Some(
+            pq.cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
         Uri::from_parts(parts).map_err(|e| GateError::Internal(format!("upstream URI: {e}")))
     }
 

@@ -38,7 +38,10 @@ struct Watched {
 
 /// Runs until `stop` turns true.
 pub async fn run(gate: Arc<Gate>, certs: Option<Arc<CertStore>>, mut stop: watch::Receiver<bool>) {
-    let mut watched = vec![Watched::new(Target::Users, vec![gate.auth.users().path().to_owned()])];
+    let mut watched = vec![Watched::new(
+        Target::Users,
+        vec![gate.auth.users().path().to_owned()],
+    )];
     if let Some(c) = &certs {
         watched.push(Watched::new(
             Target::Certs,

@@ -100,7 +100,9 @@ impl Gate {
             && let Some(agent) = req.headers().get(header::USER_AGENT)
             && ua::is_old_docker_client(agent.as_bytes())
         {
-            return Err(GateError::NotFound("this docker client is too old for this registry"));
+            return Err(GateError::NotFound(
+                "this docker client is too old for this registry",
+            ));
         }
         if req.method() == Method::CONNECT || req.headers().contains_key(header::UPGRADE) {
             return Err(GateError::Unsupported(

@@ -60,13 +60,12 @@ pub fn load_pair(paths: &TlsPaths) -> Result<Arc<CertifiedKey>, TlsError> {
         path: paths.key.clone(),
         source,
     })?;
-    let pair = CertifiedKey::from_der(certs, key, &provider()).map_err(|source| {
-        TlsError::Mismatch {
+    let pair =
+        CertifiedKey::from_der(certs, key, &provider()).map_err(|source| TlsError::Mismatch {
             cert: paths.cert.clone(),
             key: paths.key.clone(),
             source,
-        }
-    })?;
+        })?;
     Ok(Arc::new(pair))
 }
 
@@ -186,7 +185,10 @@ mod tests {
         let a = pair_files(dir.path(), "a");
         std::fs::write(&a.cert, "not a certificate\n").unwrap();
         let err = load_pair(&a).unwrap_err().to_string();
-        assert!(err.contains("a.pem") && err.contains("no certificate"), "{err}");
+        assert!(
+            err.contains("a.pem") && err.contains("no certificate"),
+            "{err}"
+        );
         let a = pair_files(dir.path(), "a");
         std::fs::write(&a.key, "-----BEGIN PRIVATE KEY-----\n!!!\n").unwrap();
         let err = load_pair(&a).unwrap_err().to_string();

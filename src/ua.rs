@@ -17,7 +17,9 @@ pub fn is_old_docker_client(user_agent: &[u8]) -> bool {
     match rest.first() {
         Some(b'3' | b'4') => true,
         // `5(?!\.[0-9]-dev)`: a 5 not followed by ".<digit>-dev".
-        Some(b'5') => !matches!(&rest[1..], [b'.', d, b'-', b'd', b'e', b'v', ..] if d.is_ascii_digit()),
+        Some(b'5') => {
+            !matches!(&rest[1..], [b'.', d, b'-', b'd', b'e', b'v', ..] if d.is_ascii_digit())
+        }
         _ => false,
     }
 }

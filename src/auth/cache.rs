@@ -31,8 +31,8 @@ impl CredentialCache {
     /// A cache whose entries live `ttl`; a zero `ttl` remembers nothing (checks still merge).
     pub fn new(ttl: Duration) -> Self {
         let rng = ring::rand::SystemRandom::new();
-        let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
-            .expect("the system random source works");
+        let key =
+            hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("the system random source works");
         CredentialCache {
             key,
             ttl,

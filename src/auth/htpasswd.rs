@@ -70,7 +70,10 @@ impl Hash {
 
     /// True when verifying this hash is slow enough to need the blocking pool and the cache.
     pub fn is_slow(&self) -> bool {
-        matches!(self, Hash::Bcrypt(_) | Hash::ShaCrypt(_) | Hash::Apr1 { .. })
+        matches!(
+            self,
+            Hash::Bcrypt(_) | Hash::ShaCrypt(_) | Hash::Apr1 { .. }
+        )
     }
 
     /// Parses the hash part of a line.
@@ -111,7 +114,9 @@ impl Hash {
                     // `$2y$10$` + 53 characters of salt and hash.
                     let cost = rest.get(3..5).and_then(|c| c.parse::<u32>().ok());
                     match cost {
-                        Some(4..=31) if text.len() == 60 && rest.as_bytes().get(5) == Some(&b'$') => {
+                        Some(4..=31)
+                            if text.len() == 60 && rest.as_bytes().get(5) == Some(&b'$') =>
+                        {
                             Ok(Hash::Bcrypt(text.to_owned()))
                         }
                         Some(4..=31) => Err("bcrypt hash has the wrong length".into()),
@@ -308,9 +313,7 @@ pub fn parse(text: &str) -> Parsed {
             message,
         };
         if user.is_empty() {
-            parsed
-                .errors
-                .push(problem("empty user name".into()));
+            parsed.errors.push(problem("empty user name".into()));
             continue;
         }
         match Hash::parse(hash) {
@@ -366,7 +369,10 @@ mod tests {
             bc.replacen("$2b$", "$2a$", 1),
             apr1(b"s3cret", b"AbCd1234"),
             format!("{{SHA}}{}", B64.encode(sha1(&[b"s3cret"]))),
-            format!("{{SSHA}}{}", B64.encode([sha1(&[b"s3cret", b"salt"]), b"salt".to_vec()].concat())),
+            format!(
+                "{{SSHA}}{}",
+                B64.encode([sha1(&[b"s3cret", b"salt"]), b"salt".to_vec()].concat())
+            ),
             "{PLAIN}s3cret".into(),
             "s3cret".into(),
         ];
@@ -388,7 +394,11 @@ mod tests {
         assert_eq!(lines, [4, 5, 7, 8]);
         assert_eq!(p.errors[0].user.as_deref(), Some("bob"));
         assert!(p.errors[2].message.contains("DES"));
-        assert!(p.warnings.iter().any(|w| w.line == 6 && w.message.contains("duplicate")));
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.line == 6 && w.message.contains("duplicate"))
+        );
         assert!(!p.users.contains_key("bob") && !p.users.contains_key("carol"));
     }
 

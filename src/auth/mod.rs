@@ -193,21 +193,32 @@ mod tests {
         assert!(credentials(&HeaderMap::new()) == Credentials::None);
         assert!(credentials(&with_auth(b"Basic Og==")) == Credentials::None);
         let c = credentials(&with_auth(b"basic YWxpY2U6cDpx"));
-        assert!(c == Credentials::Basic { user: "alice".into(), password: b"p:q".to_vec() });
+        assert!(
+            c == Credentials::Basic {
+                user: "alice".into(),
+                password: b"p:q".to_vec()
+            }
+        );
         for bad in [
             &b"Basic"[..],
             b"Basic !!!",
-            b"Basic YWxpY2U=",   // no colon
-            b"Basic /w==",       // 0xff, not UTF-8, no colon
+            b"Basic YWxpY2U=", // no colon
+            b"Basic /w==",     // 0xff, not UTF-8, no colon
             b"Bearer abc",
             b"Digest username=x",
         ] {
-            assert!(credentials(&with_auth(bad)) == Credentials::Malformed, "{bad:?}");
+            assert!(
+                credentials(&with_auth(bad)) == Credentials::Malformed,
+                "{bad:?}"
+            );
         }
         let long = format!("Basic {}", "A".repeat(MAX_AUTHORIZATION));
         assert!(credentials(&with_auth(long.as_bytes())) == Credentials::Malformed);
         let mut two = with_auth(b"Basic YTpi");
-        two.append(http::header::AUTHORIZATION, HeaderValue::from_static("Basic YTpi"));
+        two.append(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Basic YTpi"),
+        );
         assert!(credentials(&two) == Credentials::Malformed);
     }
 }
