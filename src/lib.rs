@@ -3,14 +3,18 @@
 //! [`start`] assembles the parts from a [`config::Config`] and binds the listeners;
 //! [`run`] adds signal handling around it. Each module owns one concern; see its header.
 
+pub mod access;
 pub mod auth;
 pub mod body;
+pub mod catalog;
 pub mod check;
 pub mod config;
 pub mod error;
 pub mod logging;
+pub mod maintenance;
 pub mod proxy;
 pub mod reload;
+pub mod route;
 pub mod server;
 pub mod service;
 pub mod tls;

@@ -156,6 +156,34 @@ impl Proxy {
         ))
     }
 
+    /// GETs a small document from the upstream (at most `limit` bytes), for answers the gate
+    /// composes itself (the filtered catalog). `host` is the client's Host, kept as for forwarding.
+    pub async fn fetch(
+        &self,
+        path_and_query: &str,
+        host: Option<&HeaderValue>,
+        limit: usize,
+    ) -> Result<(http::StatusCode, http::HeaderMap, bytes::Bytes), GateError> {
+        let pq = PathAndQuery::try_from(path_and_query)
+            .map_err(|e| GateError::Internal(format!("upstream path: {e}")))?;
+        let mut req = Request::new(crate::error::empty());
+        *req.uri_mut() = self.upstream_uri(Some(&pq))?;
+        if let Some(h) = host {
+            req.headers_mut().insert(header::HOST, h.clone());
+        }
+        let resp = tokio::time::timeout(self.response_timeout, self.client.request(req))
+            .await
+            .map_err(|_| GateError::UpstreamTimeout(self.response_timeout))?
+            .map_err(upstream_error)?;
+        let (parts, body) = resp.into_parts();
+        let bytes = http_body_util::Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|e| GateError::UpstreamUnavailable(format!("reading {path_and_query}: {e}")))?
+            .to_bytes();
+        Ok((parts.status, parts.headers, bytes))
+    }
+
     /// True when the upstream answers `GET /v2/` (any HTTP answer counts as alive).
     pub async fn ready(&self) -> bool {
         let Ok(uri) = self.upstream_uri(Some(&PathAndQuery::from_static("/v2/"))) else {

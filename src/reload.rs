@@ -1,4 +1,5 @@
-//! Hot reload: noticing that the htpasswd file or the certificate changed, and on SIGHUP.
+//! Hot reload: noticing that the htpasswd file, the access rules or the certificate changed,
+//! and on SIGHUP.
 //!
 //! Owns: watching the folders of the files (editors, `mv`, certbot and Kubernetes Secrets
 //! replace a file rather than write it, which ends a watch on the file itself), comparing a
@@ -27,6 +28,7 @@ fn fingerprint(path: &Path) -> Fingerprint {
 /// Something that can be reloaded from files.
 enum Target {
     Users,
+    Access,
     Certs,
 }
 
@@ -42,6 +44,9 @@ pub async fn run(gate: Arc<Gate>, certs: Option<Arc<CertStore>>, mut stop: watch
         Target::Users,
         vec![gate.auth.users().path().to_owned()],
     )];
+    if let Some(p) = gate.access.path() {
+        watched.push(Watched::new(Target::Access, vec![p.to_owned()]));
+    }
     if let Some(c) = &certs {
         watched.push(Watched::new(
             Target::Certs,
@@ -105,6 +110,20 @@ pub async fn run(gate: Arc<Gate>, certs: Option<Arc<CertStore>>, mut stop: watch
                     }
                     Err(e) => {
                         tracing::error!("users not reloaded, keeping the previous ones: {e}");
+                        false
+                    }
+                },
+                Target::Access => match gate.access.reload() {
+                    Ok(()) => {
+                        tracing::info!("reloaded access rules");
+                        gate.access
+                            .warn_unknown_users(&gate.auth.users().snapshot());
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            "access rules not reloaded, keeping the previous ones: {e}"
+                        );
                         false
                     }
                 },

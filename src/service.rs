@@ -14,12 +14,15 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::access::{AccessControl, Action};
 use crate::auth::{Authenticator, Identity};
 use crate::body::WithGuard;
 use crate::config::Config;
 use crate::error::{self, Body, GateError};
+use crate::maintenance::Maintenance;
 use crate::proxy::{Proxy, headers::Hop};
-use crate::ua;
+use crate::route::{self, Route, RouteError};
+use crate::{catalog, ua};
 
 /// What the server knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +35,8 @@ pub struct ConnInfo {
 /// Everything a request needs, shared by all connections.
 pub struct Gate {
     pub auth: Authenticator,
+    pub access: AccessControl,
+    pub maintenance: Maintenance,
     proxy: Proxy,
     block_old_clients: bool,
     trusted_proxies: Vec<std::net::IpAddr>,
@@ -44,12 +49,19 @@ pub enum GateSetupError {
     Users(#[from] crate::auth::users::UsersError),
     #[error(transparent)]
     Upstream(#[from] crate::proxy::UpstreamSetupError),
+    #[error(transparent)]
+    Access(#[from] crate::access::AccessError),
 }
 
 impl Gate {
     pub fn new(config: &Config) -> Result<Self, GateSetupError> {
+        let auth = Authenticator::new(&config.auth)?;
+        let access = AccessControl::load(config.auth.access.clone())?;
+        access.warn_unknown_users(&auth.users().snapshot());
         Ok(Gate {
-            auth: Authenticator::new(&config.auth)?,
+            auth,
+            access,
+            maintenance: Maintenance::new(config.read_only),
             proxy: Proxy::new(&config.upstream, &config.timeouts)?,
             block_old_clients: config.block_old_clients,
             trusted_proxies: config.trusted_proxies.clone(),
@@ -88,7 +100,7 @@ impl Gate {
 
     async fn pipeline(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         conn: ConnInfo,
         log: &mut AccessLog,
     ) -> Result<Response<Body>, GateError> {
@@ -112,11 +124,58 @@ impl Gate {
         if !is_registry {
             return Err(GateError::NotFound("not found"));
         }
+        let route = route::parse(path).map_err(|e| match e {
+            RouteError::Invalid(why) => GateError::NameInvalid(why.into()),
+            RouteError::Unknown => GateError::NotFound("no such registry endpoint"),
+        })?;
 
         let identity = self.auth.identify(req.headers(), conn.peer.ip()).await?;
         log.user = identity.clone();
-        if identity == Identity::Anonymous {
-            return Err(self.auth.challenge());
+
+        let repo_action = match route.repository() {
+            Some(repo) => Some((repo.to_owned(), action_for(&route, req.method())?)),
+            None => None,
+        };
+        match (&route, &repo_action) {
+            (Route::Base, _) => {
+                // The login ping: anonymous callers get the challenge, so clients send
+                // credentials on every later request.
+                if identity == Identity::Anonymous {
+                    return Err(self.auth.challenge());
+                }
+            }
+            (Route::Catalog, _) => {
+                if !self.access.has_rules() {
+                    if identity == Identity::Anonymous {
+                        return Err(self.auth.challenge());
+                    }
+                } else {
+                    if identity == Identity::Anonymous
+                        && !self.access.grants_any(&identity, Action::Pull)
+                    {
+                        return Err(self.auth.challenge());
+                    }
+                    let host = req.headers().get(header::HOST).cloned();
+                    return catalog::filtered(
+                        &self.proxy,
+                        &self.access,
+                        &identity,
+                        req.uri().query(),
+                        host.as_ref(),
+                    )
+                    .await;
+                }
+            }
+            (_, Some((repo, action))) => {
+                self.authorize(&identity, *action, repo, &route, conn)?;
+                if *action != Action::Pull {
+                    self.maintenance.admit_write(repo)?;
+                }
+                if let Route::UploadStart { name } = &route {
+                    self.check_mount(&mut req, &identity, name, conn)?;
+                }
+            }
+            (_, None) => {}
         }
 
         let hop = Hop {
@@ -124,16 +183,143 @@ impl Gate {
             tls: conn.tls,
             trusted: self.trusted_proxies.contains(&conn.peer.ip()),
         };
+        let method = req.method().clone();
         let mut resp = self
             .proxy
             .forward(req, hop, log.bytes_in.clone(), log.bytes_out.clone())
             .await?;
+        if matches!(repo_action, Some((_, a)) if a != Action::Pull) {
+            self.maintenance
+                .observe(&route, &method, resp.status(), resp.headers());
+        }
         if !resp.headers().contains_key(error::API_VERSION_HEADER) {
             resp.headers_mut()
                 .insert(error::API_VERSION_HEADER, error::API_VERSION);
         }
         Ok(resp)
     }
+
+    /// The decision step: allowed, or 403 for a user and the challenge for anonymous.
+    /// Every allowed write and every refusal goes to the audit log.
+    fn authorize(
+        &self,
+        who: &Identity,
+        action: Action,
+        repo: &str,
+        route: &Route,
+        conn: ConnInfo,
+    ) -> Result<(), GateError> {
+        let decision = self.access.decide(who, action, repo);
+        if decision.allowed {
+            if action != Action::Pull {
+                tracing::info!(
+                    target: "audit",
+                    outcome = "allowed",
+                    user = who.log_name(),
+                    action = action.as_str(),
+                    repository = repo,
+                    object = route.object().unwrap_or("-"),
+                    client = %conn.peer.ip(),
+                );
+            }
+            return Ok(());
+        }
+        tracing::info!(
+            target: "audit",
+            outcome = "denied",
+            user = who.log_name(),
+            action = action.as_str(),
+            repository = repo,
+            object = route.object().unwrap_or("-"),
+            client = %conn.peer.ip(),
+        );
+        match who {
+            Identity::Anonymous => Err(self.auth.challenge()),
+            Identity::User(u) => Err(GateError::Denied(format!("{u} may not {action} {repo}"))),
+        }
+    }
+
+    /// A cross-repository mount reads the source repository: without pull on it, `mount` and
+    /// `from` are dropped, so the registry starts an ordinary upload and the client sends the
+    /// blob itself.
+    fn check_mount(
+        &self,
+        req: &mut Request<Incoming>,
+        who: &Identity,
+        to: &str,
+        conn: ConnInfo,
+    ) -> Result<(), GateError> {
+        let Some(query) = req.uri().query() else {
+            return Ok(());
+        };
+        let pairs: Vec<&str> = query.split('&').collect();
+        let key = |p: &&str| p.split_once('=').map_or(*p, |(k, _)| k).to_owned();
+        if !pairs.iter().any(|p| key(p) == "mount") {
+            return Ok(());
+        }
+        let from = pairs
+            .iter()
+            .find(|p| key(p) == "from")
+            .and_then(|p| p.split_once('='))
+            .map(|(_, v)| catalog::percent_decode(v));
+        let allowed = from.as_deref().is_some_and(|f| {
+            route::is_valid_name(f) && self.access.decide(who, Action::Pull, f).allowed
+        });
+        if allowed {
+            return Ok(());
+        }
+        tracing::info!(
+            target: "audit",
+            outcome = "mount refused",
+            user = who.log_name(),
+            repository = to,
+            from = from.as_deref().unwrap_or("-"),
+            client = %conn.peer.ip(),
+        );
+        let kept: Vec<&str> = pairs
+            .into_iter()
+            .filter(|p| key(p) != "mount" && key(p) != "from")
+            .collect();
+        let pq = if kept.is_empty() {
+            req.uri().path().to_owned()
+        } else {
+            format!("{}?{}", req.uri().path(), kept.join("&"))
+        };
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query = Some(
+            pq.parse()
+                .map_err(|e| GateError::Internal(format!("rewriting mount query: {e}")))?,
+        );
+        *req.uri_mut() = http::Uri::from_parts(parts)
+            .map_err(|e| GateError::Internal(format!("rewriting mount query: {e}")))?;
+        Ok(())
+    }
+}
+
+/// The action a request performs on its repository (distribution spec endpoints).
+fn action_for(route: &Route, method: &Method) -> Result<Action, GateError> {
+    let read = *method == Method::GET || *method == Method::HEAD;
+    let action = match route {
+        Route::Manifest { .. } if read => Action::Pull,
+        Route::Manifest { .. } if *method == Method::PUT => Action::Push,
+        Route::Manifest { .. } | Route::Blob { .. } if *method == Method::DELETE => Action::Delete,
+        Route::Blob { .. } | Route::Tags { .. } | Route::Referrers { .. } if read => Action::Pull,
+        Route::UploadStart { .. } if *method == Method::POST => Action::Push,
+        Route::Upload { .. }
+            if read
+                || *method == Method::PATCH
+                || *method == Method::PUT
+                || *method == Method::DELETE =>
+        {
+            Action::Push
+        }
+        _ => {
+            return Err(GateError::Unsupported(format!(
+                "{method} is not supported on this endpoint"
+            )));
+        }
+    };
+    Ok(action)
 }
 
 /// One access-log line, written when the response body is finished (or abandoned).

@@ -1,0 +1,183 @@
+//! `GET /v2/_catalog` filtered to the repositories the caller may pull.
+//!
+//! Owns: paging through the registry's catalog, keeping only what the rules let the caller
+//! pull, and answering with the registry's own paging contract (`n`, `last`, and a
+//! `Link: <...>; rel="next"` header exactly when more allowed repositories follow). Work per
+//! request is bounded: at most [`MAX_UPSTREAM_PAGES`] upstream pages are read; when that budget
+//! runs out first, the answer is a shorter page whose `Link` continues from where the scan
+//! stopped, which the paging contract allows. Does not own: the decision (access.rs).
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::access::{AccessControl, Action};
+use crate::auth::Identity;
+use crate::error::{self, Body, GateError};
+use crate::proxy::Proxy;
+
+/// Repositories asked of the registry per upstream page (its maximum).
+const UPSTREAM_PAGE: usize = 1000;
+/// Upstream pages read at most per client request.
+const MAX_UPSTREAM_PAGES: usize = 20;
+/// Default and largest client page size, as the registry has them.
+const DEFAULT_N: usize = 100;
+const MAX_N: usize = 1000;
+
+/// The `n` and `last` of a catalog query.
+fn paging(query: Option<&str>) -> Result<(usize, Option<String>), GateError> {
+    let mut n = DEFAULT_N;
+    let mut last = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "n" => {
+                n = v
+                    .parse::<usize>()
+                    .map_err(|_| GateError::BadRequest(format!("n={v} is not a number")))?
+                    .min(MAX_N);
+            }
+            "last" => last = Some(percent_decode(v)),
+            _ => {}
+        }
+    }
+    Ok((n, last))
+}
+
+/// Decodes `%XX` escapes (and `+` as space, as in form encoding); a broken escape stays as is.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let escaped = (b[i] == b'%')
+            .then(|| b.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (escaped, b[i]) {
+            (Some(v), _) => {
+                out.push(v);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, c) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Encodes a repository name for a query value (`/` as `%2F`, as the registry writes it).
+fn encode(name: &str) -> String {
+    name.replace('/', "%2F")
+}
+
+/// Answers a catalog request for `who`.
+pub async fn filtered(
+    proxy: &Proxy,
+    access: &AccessControl,
+    who: &Identity,
+    query: Option<&str>,
+    host: Option<&HeaderValue>,
+) -> Result<Response<Body>, GateError> {
+    let (n, last) = paging(query)?;
+    let mut shown: Vec<String> = Vec::new();
+    let mut cursor = last;
+    let mut more = false;
+    let mut scanned_to: Option<String> = None;
+    let mut budget_left = true;
+    'pages: for page in 0..=MAX_UPSTREAM_PAGES {
+        if page == MAX_UPSTREAM_PAGES {
+            budget_left = false;
+            break;
+        }
+        let mut pq = format!("/v2/_catalog?n={UPSTREAM_PAGE}");
+        if let Some(c) = &cursor {
+            pq.push_str(&format!("&last={}", encode(c)));
+        }
+        let (status, headers, body) = proxy.fetch(&pq, host, 4 << 20).await?;
+        if status != StatusCode::OK {
+            return Err(GateError::UpstreamUnavailable(format!(
+                "the registry answered the catalog with {status}"
+            )));
+        }
+        let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+            GateError::UpstreamUnavailable(format!("the registry's catalog is not JSON: {e}"))
+        })?;
+        let repos: Vec<String> = doc["repositories"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let upstream_has_more = headers.contains_key(header::LINK) && !repos.is_empty();
+        for repo in repos {
+            scanned_to = Some(repo.clone());
+            if access.decide(who, Action::Pull, &repo).allowed {
+                if shown.len() == n {
+                    // One more allowed repository exists: the client gets a next link.
+                    more = true;
+                    break 'pages;
+                }
+                shown.push(repo);
+            }
+        }
+        if !upstream_has_more {
+            break;
+        }
+        cursor = scanned_to.clone();
+    }
+    let next_from = if more {
+        shown.last().cloned()
+    } else if !budget_left {
+        // Scanned as far as allowed in one request; the next page continues from there.
+        scanned_to.or_else(|| shown.last().cloned())
+    } else {
+        None
+    };
+    let body = serde_json::json!({ "repositories": shown }).to_string();
+    let mut resp = Response::new(error::full(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    h.insert(error::API_VERSION_HEADER, error::API_VERSION);
+    if let Some(from) = next_from {
+        let link = format!("</v2/_catalog?last={}&n={n}>; rel=\"next\"", encode(&from));
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            h.insert(header::LINK, v);
+        }
+    }
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paging_reads_n_and_last() {
+        assert_eq!(paging(None).unwrap(), (100, None));
+        assert_eq!(
+            paging(Some("n=7&last=team%2Fapp")).unwrap(),
+            (7, Some("team/app".into()))
+        );
+        assert_eq!(paging(Some("n=5000")).unwrap().0, 1000);
+        assert!(paging(Some("n=x")).is_err());
+    }
+
+    #[test]
+    fn decodes_percent_escapes() {
+        assert_eq!(percent_decode("a%2Fb"), "a/b");
+        assert_eq!(percent_decode("a%2fb%"), "a/b%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%4"), "%4");
+    }
+}

@@ -1,0 +1,233 @@
+//! The read-only switch for garbage collection, without stopping the registry.
+//!
+//! Owns: the switch, and knowing which pushes are in flight so that turning it on neither cuts
+//! a push in half nor lets garbage collection run while one is unfinished (GC during a push
+//! loses data). A push is in flight for a repository from its first upload request until its
+//! manifest is stored, with a grace period after the last blob for the manifest to arrive;
+//! abandoned pushes expire. While read-only, pushes already in flight may finish; new pushes
+//! and deletes get 405 `UNSUPPORTED`, as the registry's own read-only mode answers.
+//! Does not own: the admin endpoint's transport (admin.rs) or the decision to push (access.rs).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, Method, StatusCode};
+use tokio::sync::Notify;
+
+use crate::error::GateError;
+use crate::route::Route;
+
+/// After its last upload request, a repository waits this long for its manifest.
+const MANIFEST_GRACE: Duration = Duration::from_secs(30);
+/// An upload session with no request for this long is abandoned.
+const ABANDONED: Duration = Duration::from_secs(600);
+
+#[derive(Default)]
+struct Push {
+    sessions: HashSet<String>,
+    last: Option<Instant>,
+}
+
+impl Push {
+    fn live(&self, now: Instant) -> bool {
+        let Some(last) = self.last else {
+            return false;
+        };
+        let quiet = now.saturating_duration_since(last);
+        if self.sessions.is_empty() {
+            quiet < MANIFEST_GRACE
+        } else {
+            quiet < ABANDONED
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Maintenance {
+    read_only: AtomicBool,
+    pushes: Mutex<HashMap<String, Push>>,
+    changed: Notify,
+}
+
+/// The message of refused writes.
+pub const READ_ONLY_MESSAGE: &str = "the registry is read-only for maintenance";
+
+impl Maintenance {
+    pub fn new(read_only: bool) -> Self {
+        let m = Maintenance::default();
+        m.read_only.store(read_only, Ordering::SeqCst);
+        m
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.load(Ordering::SeqCst)
+    }
+
+    pub fn set_read_only(&self, on: bool) {
+        self.read_only.store(on, Ordering::SeqCst);
+        tracing::warn!(read_only = on, "maintenance switch");
+    }
+
+    /// Refuses a write while read-only, unless it continues a push already in flight.
+    pub fn admit_write(&self, repo: &str) -> Result<(), GateError> {
+        if !self.is_read_only() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let pushes = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
+        if pushes.get(repo).is_some_and(|p| p.live(now)) {
+            return Ok(());
+        }
+        Err(GateError::Unsupported(READ_ONLY_MESSAGE.into()))
+    }
+
+    /// Follows a push from the answers to its requests.
+    pub fn observe(&self, route: &Route, method: &Method, status: StatusCode, headers: &HeaderMap) {
+        let now = Instant::now();
+        let mut pushes = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
+        match route {
+            Route::UploadStart { name } if status.is_success() => {
+                let p = pushes.entry(name.clone()).or_default();
+                p.last = Some(now);
+                if let Some(id) = headers
+                    .get("docker-upload-uuid")
+                    .and_then(|v| v.to_str().ok())
+                    && status == StatusCode::ACCEPTED
+                {
+                    p.sessions.insert(id.to_owned());
+                }
+            }
+            Route::Upload { name, id } => {
+                let p = pushes.entry(name.clone()).or_default();
+                p.last = Some(now);
+                let finished = (*method == Method::PUT && status.is_success())
+                    || *method == Method::DELETE
+                    || status == StatusCode::NOT_FOUND;
+                if finished {
+                    p.sessions.remove(id);
+                }
+            }
+            Route::Manifest { name, .. } if *method == Method::PUT && status.is_success() => {
+                let done = pushes.get(name).is_some_and(|p| p.sessions.is_empty());
+                if done {
+                    pushes.remove(name);
+                }
+            }
+            _ => return,
+        }
+        pushes.retain(|_, p| p.live(now));
+        drop(pushes);
+        self.changed.notify_waiters();
+    }
+
+    /// Repositories with a push in flight.
+    pub fn in_flight(&self) -> usize {
+        let now = Instant::now();
+        let mut pushes = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
+        pushes.retain(|_, p| p.live(now));
+        pushes.len()
+    }
+
+    /// Waits until no push is in flight or `timeout` passed; returns how many are left.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            let left = self.in_flight();
+            if left == 0 {
+                return 0;
+            }
+            // Grace periods end without an event, so look again at least once a second.
+            let wake = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
+            if tokio::time::timeout_at(wake, notified).await.is_err()
+                && tokio::time::Instant::now() >= deadline
+            {
+                return self.in_flight();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upload_start(m: &Maintenance, repo: &str, id: &str) {
+        let mut h = HeaderMap::new();
+        h.insert("docker-upload-uuid", id.parse().unwrap());
+        m.observe(
+            &Route::UploadStart { name: repo.into() },
+            &Method::POST,
+            StatusCode::ACCEPTED,
+            &h,
+        );
+    }
+
+    #[test]
+    fn a_push_in_flight_may_finish_while_new_ones_are_refused() {
+        let m = Maintenance::new(false);
+        upload_start(&m, "team/app", "u1");
+        m.set_read_only(true);
+        assert!(m.admit_write("team/app").is_ok());
+        assert!(m.admit_write("team/other").is_err());
+        m.observe(
+            &Route::Upload {
+                name: "team/app".into(),
+                id: "u1".into(),
+            },
+            &Method::PUT,
+            StatusCode::CREATED,
+            &HeaderMap::new(),
+        );
+        // The manifest may still come.
+        assert_eq!(m.in_flight(), 1);
+        assert!(m.admit_write("team/app").is_ok());
+        m.observe(
+            &Route::Manifest {
+                name: "team/app".into(),
+                reference: "v1".into(),
+            },
+            &Method::PUT,
+            StatusCode::CREATED,
+            &HeaderMap::new(),
+        );
+        assert_eq!(m.in_flight(), 0);
+        assert!(m.admit_write("team/app").is_err());
+        m.set_read_only(false);
+        assert!(m.admit_write("team/other").is_ok());
+    }
+
+    #[tokio::test]
+    async fn drain_returns_when_the_last_push_ends() {
+        let m = std::sync::Arc::new(Maintenance::new(true));
+        upload_start(&m, "a", "u1");
+        let waiter = tokio::spawn({
+            let m = m.clone();
+            async move { m.drain(Duration::from_secs(10)).await }
+        });
+        m.observe(
+            &Route::Upload {
+                name: "a".into(),
+                id: "u1".into(),
+            },
+            &Method::DELETE,
+            StatusCode::NO_CONTENT,
+            &HeaderMap::new(),
+        );
+        m.observe(
+            &Route::Manifest {
+                name: "a".into(),
+                reference: "v1".into(),
+            },
+            &Method::PUT,
+            StatusCode::CREATED,
+            &HeaderMap::new(),
+        );
+        assert_eq!(waiter.await.unwrap(), 0);
+        assert_eq!(m.drain(Duration::from_millis(10)).await, 0);
+        upload_start(&m, "b", "u2");
+        assert_eq!(m.drain(Duration::from_millis(50)).await, 1);
+    }
+}
