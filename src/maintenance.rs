@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, Method, StatusCode};
 use tokio::sync::Notify;
 
+use crate::access::Action;
 use crate::error::GateError;
 use crate::route::Route;
 
@@ -71,9 +72,13 @@ impl Maintenance {
     }
 
     /// Refuses a write while read-only, unless it continues a push already in flight.
-    pub fn admit_write(&self, repo: &str) -> Result<(), GateError> {
+    /// Deletes are always refused while read-only.
+    pub fn admit_write(&self, repo: &str, action: Action) -> Result<(), GateError> {
         if !self.is_read_only() {
             return Ok(());
+        }
+        if action == Action::Delete {
+            return Err(GateError::Unsupported(READ_ONLY_MESSAGE.into()));
         }
         let now = Instant::now();
         let pushes = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
@@ -170,8 +175,9 @@ mod tests {
         let m = Maintenance::new(false);
         upload_start(&m, "team/app", "u1");
         m.set_read_only(true);
-        assert!(m.admit_write("team/app").is_ok());
-        assert!(m.admit_write("team/other").is_err());
+        assert!(m.admit_write("team/app", Action::Push).is_ok());
+        assert!(m.admit_write("team/app", Action::Delete).is_err());
+        assert!(m.admit_write("team/other", Action::Push).is_err());
         m.observe(
             &Route::Upload {
                 name: "team/app".into(),
@@ -183,7 +189,7 @@ mod tests {
         );
         // The manifest may still come.
         assert_eq!(m.in_flight(), 1);
-        assert!(m.admit_write("team/app").is_ok());
+        assert!(m.admit_write("team/app", Action::Push).is_ok());
         m.observe(
             &Route::Manifest {
                 name: "team/app".into(),
@@ -194,9 +200,9 @@ mod tests {
             &HeaderMap::new(),
         );
         assert_eq!(m.in_flight(), 0);
-        assert!(m.admit_write("team/app").is_err());
+        assert!(m.admit_write("team/app", Action::Push).is_err());
         m.set_read_only(false);
-        assert!(m.admit_write("team/other").is_ok());
+        assert!(m.admit_write("team/other", Action::Push).is_ok());
     }
 
     #[tokio::test]

@@ -169,7 +169,7 @@ impl Gate {
             (_, Some((repo, action))) => {
                 self.authorize(&identity, *action, repo, &route, conn)?;
                 if *action != Action::Pull {
-                    self.maintenance.admit_write(repo)?;
+                    self.maintenance.admit_write(repo, *action)?;
                 }
                 if let Route::UploadStart { name } = &route {
                     self.check_mount(&mut req, &identity, name, conn)?;

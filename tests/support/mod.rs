@@ -35,6 +35,8 @@ pub struct Registry {
     child: Child,
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// Every line the registry logged (requests included), to see what reached it.
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Registry {
@@ -62,10 +64,13 @@ impl Registry {
             .expect("start docker-registry");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log_writer = log.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                log_writer.lock().unwrap().push(line.clone());
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let addr: String = rest
                         .chars()
@@ -84,6 +89,7 @@ impl Registry {
             child,
             addr: addr.parse().unwrap(),
             dir,
+            log,
         }
     }
 
@@ -96,7 +102,21 @@ impl Registry {
         let _ = self.child.wait();
     }
 
-    /// Storage root, for garbage collection.
+    /// How many lines the registry logged so far.
+    pub fn log_mark(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// True when, after `mark`, the registry logged a request whose URI contains `needle`.
+    pub fn saw_request_since(&self, mark: usize, needle: &str) -> bool {
+        self.log.lock().unwrap()[mark..].iter().any(|l| {
+            l.split("http.request.uri=")
+                .nth(1)
+                .is_some_and(|uri| uri.split(' ').next().unwrap_or("").contains(needle))
+        })
+    }
+
+    /// The registry's config file, for `garbage-collect`.
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("config.yml")
     }
@@ -245,10 +265,15 @@ pub const BOB: (&str, &str) = ("bob", "bob-secret");
 impl Gate {
     /// Starts a gate in front of `upstream` with users alice and bob and `extra` TOML appended.
     pub async fn start(upstream: &str, extra: &str) -> Gate {
+        Gate::start_with_users(upstream, extra, &[ALICE, BOB]).await
+    }
+
+    /// Starts a gate with the given bcrypt users.
+    pub async fn start_with_users(upstream: &str, extra: &str, users: &[(&str, &str)]) -> Gate {
         let pki = Pki::new();
         let dir = tempfile::tempdir().unwrap();
         let htpasswd = dir.path().join("htpasswd");
-        write_htpasswd(&htpasswd, &[ALICE, BOB]);
+        write_htpasswd(&htpasswd, users);
         let config_path = dir.path().join("gate.toml");
         let (top, sections) = split_extra(extra);
         let auth_line = format!("htpasswd = \"{}\"\n", htpasswd.display());
@@ -555,4 +580,38 @@ impl Skopeo {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
+}
+
+/// Sends `request` (a raw HTTP/1.1 head, `Connection: close` added) over verified TLS and
+/// returns the status code and the whole answer. For paths no client library would send as is.
+pub async fn raw_request(gate: &Gate, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = Arc::new(gate.pki.client_config(&[b"http/1.1"]));
+    let tcp = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let head = request.trim_end_matches("\r\n");
+    tls.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// `Authorization: Basic` value for a user.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
 }

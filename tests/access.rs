@@ -1,0 +1,576 @@
+//! Who may pull, push and delete what: the rules through the running gate, against the real
+//! registry, with skopeo for real pushes and pulls.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::Method;
+use support::*;
+
+const CI: (&str, &str) = ("ci-bot", "ci-secret");
+const CAROL: (&str, &str) = ("carol", "carol-secret");
+const USERS: &[(&str, &str)] = &[ALICE, BOB, CI, CAROL];
+
+const RULES: &str = r#"
+[groups]
+ci = ["ci-bot"]
+admins = ["carol"]
+
+[[rule]]
+repos = ["public/**"]
+users = ["anonymous", "*"]
+allow = ["pull"]
+
+[[rule]]
+repos = ["team-a/**"]
+users = ["alice"]
+allow = ["pull", "push"]
+
+[[rule]]
+repos = ["team-a/**", "tools/*"]
+users = ["@ci"]
+allow = ["pull"]
+
+[[rule]]
+repos = ["**"]
+users = ["@admins"]
+allow = ["pull", "push", "delete"]
+"#;
+
+async fn gate_with_rules(registry: &Registry, rules: &str) -> (Gate, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let path = dir.join("access.toml");
+    std::fs::write(&path, rules).unwrap();
+    let gate = Gate::start_with_users(
+        &registry.url(),
+        &format!("[auth]\naccess = \"{}\"\n", path.display()),
+        USERS,
+    )
+    .await;
+    (gate, path)
+}
+
+const FAKE_DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+/// The status each action gets: pull = GET manifest, push = POST upload, delete = DELETE a
+/// manifest digest the registry does not have (404 when allowed, so nothing is lost).
+async fn try_action(api: &Api, action: &str, repo: &str) -> u16 {
+    let r = match action {
+        "pull" => {
+            api.req(Method::GET, &format!("/v2/{repo}/manifests/v1"))
+                .header("accept", "application/vnd.oci.image.manifest.v1+json")
+                .send()
+                .await
+        }
+        "push" => {
+            api.req(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+                .send()
+                .await
+        }
+        "delete" => {
+            api.req(
+                Method::DELETE,
+                &format!("/v2/{repo}/manifests/{FAKE_DIGEST}"),
+            )
+            .send()
+            .await
+        }
+        _ => unreachable!(),
+    }
+    .unwrap();
+    let status = r.status().as_u16();
+    if status == 202 && action == "push" {
+        let loc = r.headers()["location"].to_str().unwrap().to_owned();
+        api.req(Method::DELETE, &loc).send().await.unwrap();
+    }
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cell_of_the_access_matrix() {
+    let registry = Registry::start();
+    let (gate, _) = gate_with_rules(&registry, RULES).await;
+    let carol = Api::new(&gate, false, Some(CAROL));
+    let repos = [
+        "team-a/app",
+        "team-a/sub/app",
+        "team-b/app",
+        "public/base",
+        "tools/x",
+        "tools/x/y",
+    ];
+    for repo in repos {
+        carol.push_image(repo, "v1", vec![random_bytes(1024)]).await;
+    }
+    // (who, repo, action) -> allowed; everything not listed is refused.
+    let allowed = |who: &str, repo: &str, action: &str| -> bool {
+        match who {
+            "carol" => true,
+            "alice" => {
+                (repo.starts_with("team-a/") && action != "delete")
+                    || (repo.starts_with("public/") && action == "pull")
+            }
+            "ci-bot" => {
+                action == "pull"
+                    && (repo.starts_with("team-a/")
+                        || repo == "tools/x"
+                        || repo.starts_with("public/"))
+            }
+            "bob" | "anonymous" => action == "pull" && repo.starts_with("public/"),
+            _ => false,
+        }
+    };
+    let mut failures = Vec::new();
+    for (who, creds) in [
+        ("alice", Some(ALICE)),
+        ("ci-bot", Some(CI)),
+        ("carol", Some(CAROL)),
+        ("bob", Some(BOB)),
+        ("anonymous", None),
+    ] {
+        let api = Api::new(&gate, false, creds);
+        for repo in repos {
+            for action in ["pull", "push", "delete"] {
+                let got = try_action(&api, action, repo).await;
+                let want: &[u16] = match (allowed(who, repo, action), action, who) {
+                    (true, "pull", _) => &[200],
+                    (true, "push", _) => &[202],
+                    (true, "delete", _) => &[404],
+                    (false, _, "anonymous") => &[401],
+                    (false, _, _) => &[403],
+                    _ => unreachable!(),
+                };
+                if !want.contains(&got) {
+                    failures.push(format!("{who} {action} {repo}: got {got}, want {want:?}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // A refusal is the registry's JSON error.
+    let r = Api::new(&gate, false, Some(BOB))
+        .req(Method::GET, "/v2/team-b/app/manifests/v1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(error_code(&r.text().await.unwrap()), "DENIED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_push_and_pull_follow_the_rules() {
+    let registry = Registry::start();
+    let (gate, _) = gate_with_rules(&registry, RULES).await;
+    let skopeo = Skopeo::new();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    oci_layout(&src, "v1", &[tar(&[("f", &random_bytes(256 << 10))])]);
+    let cert_dir = gate.pki.cert_dir.to_str().unwrap().to_owned();
+    let oci = format!("oci:{}:v1", src.display());
+    let push = |creds: String, repo: &str| {
+        let dest = format!("docker://{}/{repo}:v1", gate.host());
+        let (skopeo, cert_dir, oci) = (&skopeo, cert_dir.clone(), oci.clone());
+        async move {
+            skopeo
+                .run(&[
+                    "copy",
+                    "--preserve-digests",
+                    "--dest-creds",
+                    &creds,
+                    "--dest-cert-dir",
+                    &cert_dir,
+                    &oci,
+                    &dest,
+                ])
+                .await
+        }
+    };
+    let alice = format!("{}:{}", ALICE.0, ALICE.1);
+    let ci = format!("{}:{}", CI.0, CI.1);
+    let (ok, err) = push(alice.clone(), "team-a/sub/app").await;
+    assert!(ok, "alice may push to team-a/sub/app: {err}");
+    let (ok, err) = push(alice.clone(), "team-b/app").await;
+    assert!(!ok, "alice may not push to team-b");
+    assert!(err.contains("denied") || err.contains("403"), "{err}");
+    let (ok, _) = push(ci.clone(), "team-a/sub/app").await;
+    assert!(!ok, "ci-bot may not push");
+    let out = work.path().join("out");
+    let (ok, err) = skopeo
+        .run(&[
+            "copy",
+            "--preserve-digests",
+            "--dest-oci-accept-uncompressed-layers",
+            "--src-creds",
+            &ci,
+            "--src-cert-dir",
+            &cert_dir,
+            &format!("docker://{}/team-a/sub/app:v1", gate.host()),
+            &format!("oci:{}:v1", out.display()),
+        ])
+        .await;
+    assert!(ok, "ci-bot may pull team-a: {err}");
+    // Anonymous pull of a public repository, the way `skopeo --no-creds` does it.
+    let carol = format!("{}:{}", CAROL.0, CAROL.1);
+    let (ok, err) = push(carol, "public/base").await;
+    assert!(ok, "{err}");
+    let (ok, err) = skopeo
+        .run(&[
+            "inspect",
+            "--no-creds",
+            "--cert-dir",
+            &cert_dir,
+            &format!("docker://{}/public/base:v1", gate.host()),
+        ])
+        .await;
+    assert!(ok, "anonymous may pull public/base: {err}");
+    let (ok, _) = skopeo
+        .run(&[
+            "inspect",
+            "--no-creds",
+            "--cert-dir",
+            &cert_dir,
+            &format!("docker://{}/team-a/sub/app:v1", gate.host()),
+        ])
+        .await;
+    assert!(!ok, "anonymous may not pull team-a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_tricks_never_reach_a_denied_repository() {
+    let registry = Registry::start();
+    let (gate, _) = gate_with_rules(&registry, RULES).await;
+    Api::new(&gate, false, Some(CAROL))
+        .push_image("team-b/app", "v1", vec![random_bytes(64)])
+        .await;
+    let auth = basic(BOB.0, BOB.1);
+    let long = "a/".repeat(130) + "public";
+    let tricks = [
+        "/v2/public/..%2Fteam-b/app/manifests/v1".to_owned(),
+        "/v2/public%2F..%2Fteam-b%2Fapp/manifests/v1".into(),
+        "/v2/team-b%2Fapp/manifests/v1".into(),
+        "/v2/public/%2e%2e/team-b/app/manifests/v1".into(),
+        "/v2/public/../team-b/app/manifests/v1".into(),
+        "/v2/public/./../team-b/app/manifests/v1".into(),
+        "/v2/./public/x/manifests/v1".into(),
+        "/v2/public//x/manifests/v1".into(),
+        "/v2/public/x\\..\\..\\team-b/app/manifests/v1".into(),
+        "/v2/Team-b/app/manifests/v1".into(),
+        "/v2/public/X/manifests/v1".into(),
+        "/v2/public/x/manifests/v1/".into(),
+        "/v2/public/x/tags/list/".into(),
+        format!("/v2/{long}/manifests/v1"),
+    ];
+    let mark = registry.log_mark();
+    for path in &tricks {
+        let (status, text) = raw_request(
+            &gate,
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {auth}",
+                gate.host()
+            ),
+        )
+        .await;
+        assert!(status == 404 || status == 400, "{path}: {status}\n{text}");
+        assert!(
+            text.contains("NAME_INVALID") || text.contains("NOT_FOUND"),
+            "{path}: {text}"
+        );
+    }
+    // None of them reached the registry, altered or not.
+    assert!(
+        !registry.saw_request_since(mark, "team-b"),
+        "a trick reached the registry"
+    );
+    assert!(
+        !registry.saw_request_since(mark, "%2"),
+        "an encoded path reached the registry"
+    );
+    // Other paths under /v2/ are a JSON 404 too.
+    let (status, text) = raw_request(
+        &gate,
+        &format!("GET /v2/public/x/unknown/y HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}"),
+    )
+    .await;
+    assert_eq!(status, 404, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mount_needs_pull_on_the_source() {
+    let registry = Registry::start();
+    let (gate, _) = gate_with_rules(&registry, RULES).await;
+    let carol = Api::new(&gate, false, Some(CAROL));
+    let alice = Api::new(&gate, false, Some(ALICE));
+    let secret = carol.push_blob("team-b/app", random_bytes(4096)).await;
+    let own = alice.push_blob("team-a/one", random_bytes(4096)).await;
+
+    // From a repository alice may not pull: an ordinary upload starts instead (202, not 201).
+    let mark = registry.log_mark();
+    let r = alice
+        .req(
+            Method::POST,
+            &format!("/v2/team-a/app/blobs/uploads/?mount={secret}&from=team-b%2Fapp"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = alice
+        .req(Method::HEAD, &format!("/v2/team-a/app/blobs/{secret}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        404,
+        "the blob must not be linked into team-a/app"
+    );
+    assert!(
+        !registry.saw_request_since(mark, "from=team-b"),
+        "the mount query reached the registry"
+    );
+
+    // From her own repository: mounted (201).
+    let r = alice
+        .req(
+            Method::POST,
+            &format!("/v2/team-a/app/blobs/uploads/?mount={own}&from=team-a%2Fone"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // carol may pull team-b: mounted.
+    let r = carol
+        .req(
+            Method::POST,
+            &format!("/v2/team-c/app/blobs/uploads/?mount={secret}&from=team-b%2Fapp"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_lists_only_what_the_caller_may_pull_with_exact_paging() {
+    let registry = Registry::start();
+    let rules =
+        format!("{RULES}\n[[rule]]\nrepos = [\"*/ok\"]\nusers = [\"bob\"]\nallow = [\"pull\"]\n");
+    let (gate, _) = gate_with_rules(&registry, &rules).await;
+    let carol = Api::new(&gate, false, Some(CAROL));
+    let (_, blobs) = carol
+        .push_image("seed/base", "v1", vec![random_bytes(64)])
+        .await;
+    let mut expected = Vec::new();
+    for i in 0..250 {
+        let ok = i % 5 < 2;
+        let name = format!("c{i:03}/{}", if ok { "ok" } else { "no" });
+        let r = carol
+            .req(
+                Method::POST,
+                &format!(
+                    "/v2/{name}/blobs/uploads/?mount={}&from=seed%2Fbase",
+                    blobs[0]
+                ),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{name}");
+        if ok {
+            expected.push(name);
+        }
+    }
+    assert_eq!(expected.len(), 100);
+    let bob = Api::new(&gate, false, Some(BOB));
+    let mut seen = Vec::new();
+    let mut next = Some("/v2/_catalog?n=7".to_owned());
+    let mut pages = 0;
+    while let Some(url) = next.take() {
+        pages += 1;
+        assert!(pages <= 20, "too many pages");
+        let r = bob.req(Method::GET, &url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let link = r
+            .headers()
+            .get("link")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let doc: serde_json::Value = r.json().await.unwrap();
+        let page: Vec<String> = doc["repositories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        if let Some(link) = link {
+            assert_eq!(page.len(), 7, "a page with a next link is full");
+            let last = page.last().unwrap().replace('/', "%2F");
+            assert_eq!(
+                link,
+                format!("</v2/_catalog?last={last}&n=7>; rel=\"next\"")
+            );
+            next = Some(link[1..link.find('>').unwrap()].to_owned());
+        }
+        seen.extend(page);
+    }
+    assert_eq!(pages, 15);
+    assert_eq!(seen, expected);
+
+    // Anonymous sees only public repositories (none here but the rule exists): an empty list.
+    let r = Api::new(&gate, false, None)
+        .req(Method::GET, "/v2/_catalog")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(doc["repositories"], serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_changes_apply_within_two_seconds_and_a_broken_file_keeps_the_old_rules() {
+    let registry = Registry::start();
+    let (gate, path) = gate_with_rules(&registry, RULES).await;
+    Api::new(&gate, false, Some(CAROL))
+        .push_image("team-b/app", "v1", vec![random_bytes(64)])
+        .await;
+    let bob = Api::new(&gate, false, Some(BOB));
+    assert_eq!(try_action(&bob, "pull", "team-b/app").await, 403);
+    let granted = format!(
+        "{RULES}\n[[rule]]\nrepos = [\"team-b/**\"]\nusers = [\"bob\"]\nallow = [\"pull\"]\n"
+    );
+    write_atomic(&path, granted.as_bytes());
+    eventually(
+        Duration::from_secs(2),
+        "bob gains pull on team-b",
+        || async { try_action(&bob, "pull", "team-b/app").await == 200 },
+    )
+    .await;
+
+    write_atomic(
+        &path,
+        b"[[rule]]\nrepos = [\"**\"]\nusers = [\"bob\"]\nallow = [\"everything\"]\n",
+    );
+    // The htpasswd file is reloaded by the same watcher: once a new user works, the broken
+    // rules file has been looked at too.
+    write_htpasswd(
+        &gate.htpasswd,
+        &[ALICE, BOB, CI, CAROL, ("dave", "dave-secret")],
+    );
+    let dave = Api::new(&gate, false, Some(("dave", "dave-secret")));
+    eventually(Duration::from_secs(2), "dave can log in", || async {
+        dave.req(Method::GET, "/v2/").send().await.unwrap().status() == 200
+    })
+    .await;
+    assert_eq!(
+        try_action(&bob, "pull", "team-b/app").await,
+        200,
+        "old rules still apply"
+    );
+    assert_eq!(
+        try_action(&bob, "delete", "team-b/app").await,
+        403,
+        "broken rules not applied"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() {
+    let registry = Registry::start();
+    let (gate, _) = gate_with_rules(&registry, RULES).await;
+    let alice = Api::new(&gate, false, Some(ALICE));
+    let gate_state = gate.running.as_ref().unwrap().gate.clone();
+
+    // A push starts: its upload session is open when the switch is thrown.
+    let layer = random_bytes(2 << 20);
+    let r = alice
+        .req(Method::POST, "/v2/team-a/app/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+
+    gate_state.maintenance.set_read_only(true);
+    let drain = tokio::spawn({
+        let g = gate_state.clone();
+        async move { g.maintenance.drain(Duration::from_secs(30)).await }
+    });
+
+    // A new push elsewhere is refused with the registry's JSON error.
+    let r = alice
+        .req(Method::POST, "/v2/team-a/other/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let body = r.text().await.unwrap();
+    assert_eq!(error_code(&body), "UNSUPPORTED");
+    assert!(body.contains("read-only"), "{body}");
+    // Deletes too.
+    let carol = Api::new(&gate, false, Some(CAROL));
+    assert_eq!(try_action(&carol, "delete", "team-a/app").await, 405);
+
+    // The push in flight completes: blob, config and manifest.
+    let digest = format!("sha256:{}", sha256_hex(&layer));
+    let r = alice
+        .req(Method::PUT, &format!("{location}&digest={digest}"))
+        .body(layer.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (manifest, blobs) = alice
+        .push_image("team-a/app", "v1", vec![layer.clone()])
+        .await;
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(30), drain)
+            .await
+            .unwrap()
+            .unwrap(),
+        0
+    );
+
+    // Pulls keep working.
+    assert_eq!(try_action(&alice, "pull", "team-a/app").await, 200);
+
+    // Garbage collection on the real registry while read-only loses no referenced blob.
+    let gc = tokio::process::Command::new(REGISTRY_BIN)
+        .args(["garbage-collect", "--delete-untagged"])
+        .arg(registry.config_path())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    for b in &blobs {
+        let r = alice
+            .req(Method::GET, &format!("/v2/team-a/app/blobs/{b}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{b} lost");
+        assert_eq!(
+            format!("sha256:{}", sha256_hex(&r.bytes().await.unwrap())),
+            *b
+        );
+    }
+    let r = alice
+        .req(
+            Method::HEAD,
+            &format!("/v2/team-a/app/manifests/{manifest}"),
+        )
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    gate_state.maintenance.set_read_only(false);
+    assert_eq!(try_action(&alice, "push", "team-a/other").await, 202);
+}
