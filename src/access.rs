@@ -251,6 +251,23 @@ impl Rules {
         }
     }
 
+    /// What `who` may do, as (actions, repository patterns) per applying rule.
+    pub fn grants_for(&self, who: &Identity) -> Vec<String> {
+        self.rules
+            .iter()
+            .filter(|r| r.applies_to(who, &self.groups))
+            .map(|r| {
+                let allow: Vec<&str> = r.allow.iter().map(|a| a.as_str()).collect();
+                format!(
+                    "{} on {} (line {})",
+                    allow.join(", "),
+                    r.repos.join(", "),
+                    r.line
+                )
+            })
+            .collect()
+    }
+
     /// A human summary of the rules, one line a rule, for `registry-gate check`.
     pub fn describe(&self) -> Vec<String> {
         self.rules

@@ -1,21 +1,27 @@
-//! `registry-gate check`: validate everything a config names, and say what would be served.
+//! `registry-gate check` and `registry-gate access explain`: validate everything a config
+//! names, say what would be served and who may do what.
 //!
-//! Owns: the report. Exits non-zero, naming file, line and reason, on any problem, including
-//! htpasswd lines the server would skip.
+//! Owns: the reports. `check` exits non-zero, naming file, line and reason, on any problem,
+//! including htpasswd lines the server would skip.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::auth::users;
+use crate::access::{self, Action, Rules};
+use crate::auth::{Identity, htpasswd, users};
 use crate::config::Config;
 
+fn load_config(file: Option<&Path>) -> Result<Config, ExitCode> {
+    Config::load(file, std::env::vars()).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(64)
+    })
+}
+
 pub fn run(file: Option<&Path>) -> ExitCode {
-    let config = match Config::load(file, std::env::vars()) {
+    let config = match load_config(file) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(64);
-        }
+        Err(code) => return code,
     };
     let mut problems = 0;
     if let Some(paths) = &config.tls {
@@ -32,20 +38,15 @@ pub fn run(file: Option<&Path>) -> ExitCode {
             }
         }
     }
+    let mut user_names: Vec<String> = Vec::new();
     match users::read(&config.auth.htpasswd) {
         Ok((table, parsed)) => {
             for p in &parsed.errors {
-                eprintln!(
-                    "error: {}",
-                    crate::auth::htpasswd::describe(&config.auth.htpasswd, p)
-                );
+                eprintln!("error: {}", htpasswd::describe(&config.auth.htpasswd, p));
                 problems += 1;
             }
             for p in &parsed.warnings {
-                eprintln!(
-                    "warning: {}",
-                    crate::auth::htpasswd::describe(&config.auth.htpasswd, p)
-                );
+                eprintln!("warning: {}", htpasswd::describe(&config.auth.htpasswd, p));
             }
             let mut names: Vec<_> = table
                 .users
@@ -59,11 +60,41 @@ pub fn run(file: Option<&Path>) -> ExitCode {
                 config.auth.htpasswd.display(),
                 names.join(", ")
             );
+            user_names = table.users.keys().cloned().collect();
+            user_names.sort();
         }
         Err(e) => {
             eprintln!("error: {e}");
             problems += 1;
         }
+    }
+    match &config.auth.access {
+        None => println!(
+            "access: no rules file; every user may pull, push and delete everything, anonymous nothing"
+        ),
+        Some(path) => match access::read(path) {
+            Ok(rules) => {
+                println!(
+                    "access: {} rule(s) from {}",
+                    rules.describe().len(),
+                    path.display()
+                );
+                for line in rules.describe() {
+                    println!("  {line}");
+                }
+                for u in rules.unknown_users(&|n| user_names.iter().any(|k| k == n)) {
+                    eprintln!(
+                        "warning: {}: user {u:?} is not in the htpasswd file",
+                        path.display()
+                    );
+                }
+                print_grants(&rules, &user_names);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                problems += 1;
+            }
+        },
     }
     if let Some(a) = config.listen {
         println!("listen: https://{a}");
@@ -71,11 +102,102 @@ pub fn run(file: Option<&Path>) -> ExitCode {
     if let Some(a) = config.plain_listen {
         println!("plain_listen: http://{a} (no TLS: only behind a TLS-terminating load balancer)");
     }
+    if let Some(a) = config.admin_listen {
+        println!("admin_listen: http://{a} (/metrics, /healthz, /readyz, /admin/read-only)");
+    }
     println!("upstream: {}", config.upstream.base);
+    if config.read_only {
+        println!("maintenance: read-only at start");
+    }
     if problems > 0 {
         eprintln!("{problems} problem(s) found");
         return ExitCode::FAILURE;
     }
     println!("ok");
     ExitCode::SUCCESS
+}
+
+fn print_grants(rules: &Rules, users: &[String]) {
+    println!("who may do what:");
+    let mut who: Vec<Identity> = users
+        .iter()
+        .map(|u| Identity::User(u.as_str().into()))
+        .collect();
+    who.push(Identity::Anonymous);
+    for w in who {
+        let grants = rules.grants_for(&w);
+        let name = match &w {
+            Identity::Anonymous => "anonymous",
+            Identity::User(u) => u,
+        };
+        if grants.is_empty() {
+            println!("  {name}: nothing");
+        } else {
+            println!("  {name}: {}", grants.join("; "));
+        }
+    }
+}
+
+/// `registry-gate access explain --user U --repo R --action A`.
+pub fn explain(file: Option<&Path>, user: &str, repo: &str, action: &str) -> ExitCode {
+    let config = match load_config(file) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(action) = Action::parse(action) else {
+        eprintln!("error: --action {action:?}: use pull, push or delete");
+        return ExitCode::from(64);
+    };
+    if !crate::route::is_valid_name(repo) {
+        eprintln!("error: --repo {repo:?} is not a valid repository name");
+        return ExitCode::from(64);
+    }
+    let who = if user == "anonymous" {
+        Identity::Anonymous
+    } else {
+        Identity::User(user.into())
+    };
+    let decision = match &config.auth.access {
+        None => {
+            let allowed = who != Identity::Anonymous;
+            println!(
+                "{}: no rules file, so {}",
+                if allowed { "allowed" } else { "denied" },
+                if allowed {
+                    "every authenticated user may do everything"
+                } else {
+                    "anonymous may do nothing"
+                }
+            );
+            return if allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+        Some(path) => match access::read(path) {
+            Ok(rules) => (rules.decide(&who, action, repo), path.clone()),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    match decision {
+        (d, path) if d.allowed => {
+            println!(
+                "allowed: {user} may {action} {repo} by the rule at {}:{}",
+                path.display(),
+                d.rule_line.unwrap_or(0)
+            );
+            ExitCode::SUCCESS
+        }
+        (_, path) => {
+            println!(
+                "denied: no rule in {} grants {user} {action} on {repo}",
+                path.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
 }

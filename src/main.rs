@@ -25,10 +25,47 @@ enum Command {
         #[arg(long)]
         log_format: Option<String>,
     },
-    /// Check the config, certificate, key and htpasswd file; print what would be served.
+    /// Check the config, certificate, key, htpasswd and rules files; print what would be served.
     Check {
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Access rules: explain a decision.
+    Access {
+        #[command(subcommand)]
+        command: AccessCommand,
+    },
+    /// The read-only switch for garbage collection, through the admin listener.
+    ReadOnly {
+        /// on: refuse new pushes and deletes, wait for pushes in flight; off; or status.
+        #[arg(value_parser = ["on", "off", "status"])]
+        state: String,
+        /// The config file, to find admin_listen.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The admin address (instead of the config's admin_listen).
+        #[arg(long)]
+        admin: Option<String>,
+        /// With `on`: how long to wait for pushes in flight, in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccessCommand {
+    /// Print whether USER may do ACTION on REPO, and the rule that decides it.
+    Explain {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// A user name, or `anonymous`.
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        repo: String,
+        /// pull, push or delete.
+        #[arg(long)]
+        action: String,
     },
 }
 
@@ -40,6 +77,21 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config, log_format } => serve(config, log_format),
         Command::Check { config } => registry_gate::check::run(config.as_deref()),
+        Command::Access {
+            command:
+                AccessCommand::Explain {
+                    config,
+                    user,
+                    repo,
+                    action,
+                },
+        } => registry_gate::check::explain(config.as_deref(), &user, &repo, &action),
+        Command::ReadOnly {
+            state,
+            config,
+            admin,
+            timeout,
+        } => registry_gate::maintenance::cli(&state, config.as_deref(), admin.as_deref(), timeout),
     }
 }
 

@@ -155,6 +155,120 @@ impl Maintenance {
     }
 }
 
+/// `GET` (status) and `POST ?state=on|off[&timeout=SECS]` of `/admin/read-only`.
+/// Turning it on answers once pushes in flight are done, or after the timeout (default 300 s).
+pub async fn admin_endpoint(
+    m: &Maintenance,
+    method: &Method,
+    query: Option<&str>,
+) -> http::Response<crate::error::Body> {
+    let param = |name: &str| {
+        query
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_owned())
+    };
+    let answer = |status: StatusCode, left: usize| {
+        let body = serde_json::json!({ "read_only": m.is_read_only(), "pushes_in_flight": left });
+        let mut r = http::Response::new(crate::error::full(body.to_string()));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    match (method, param("state").as_deref()) {
+        (&Method::GET, _) => answer(StatusCode::OK, m.in_flight()),
+        (&Method::POST, Some("on")) => {
+            let timeout = param("timeout")
+                .and_then(|t| t.parse().ok())
+                .map_or(Duration::from_secs(300), Duration::from_secs);
+            m.set_read_only(true);
+            let left = m.drain(timeout).await;
+            answer(StatusCode::OK, left)
+        }
+        (&Method::POST, Some("off")) => {
+            m.set_read_only(false);
+            answer(StatusCode::OK, m.in_flight())
+        }
+        _ => crate::error::json_error(
+            StatusCode::BAD_REQUEST,
+            "UNSUPPORTED",
+            "use GET, or POST with ?state=on or ?state=off",
+        ),
+    }
+}
+
+/// `registry-gate read-only on|off|status`: talks to the admin listener.
+pub fn cli(
+    state: &str,
+    config: Option<&std::path::Path>,
+    admin: Option<&str>,
+    timeout_secs: u64,
+) -> std::process::ExitCode {
+    use std::io::{Read, Write};
+    use std::process::ExitCode;
+    let addr = match admin {
+        Some(a) => a.to_owned(),
+        None => match crate::config::Config::load(config, std::env::vars()) {
+            Ok(c) => match c.admin_listen {
+                Some(a) => a.to_string(),
+                None => {
+                    eprintln!("error: admin_listen is off in the config; pass --admin ADDR");
+                    return ExitCode::from(64);
+                }
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(64);
+            }
+        },
+    };
+    let request = match state {
+        "status" => "GET /admin/read-only HTTP/1.1".to_owned(),
+        s => format!("POST /admin/read-only?state={s}&timeout={timeout_secs} HTTP/1.1"),
+    };
+    let run = || -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect(&addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(timeout_secs + 30)))?;
+        write!(
+            stream,
+            "{request}\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    };
+    let answer = match run() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: admin listener {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(body) else {
+        eprintln!("error: unexpected answer from {addr}: {answer}");
+        return ExitCode::FAILURE;
+    };
+    let on = doc["read_only"].as_bool().unwrap_or(false);
+    let left = doc["pushes_in_flight"].as_u64().unwrap_or(0);
+    println!(
+        "read-only: {}; pushes in flight: {left}",
+        if on { "on" } else { "off" }
+    );
+    if state == "on" && left > 0 {
+        eprintln!(
+            "{left} push(es) still in flight after {timeout_secs} s: not safe to garbage-collect yet"
+        );
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
