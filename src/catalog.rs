@@ -13,6 +13,7 @@ use crate::access::{AccessControl, Action};
 use crate::auth::Identity;
 use crate::error::{self, Body, GateError};
 use crate::proxy::Proxy;
+use crate::query;
 
 /// Repositories asked of the registry per upstream page (its maximum).
 const UPSTREAM_PAGE: usize = 1000;
@@ -35,40 +36,11 @@ fn paging(query: Option<&str>) -> Result<(usize, Option<String>), GateError> {
                     .map_err(|_| GateError::BadRequest(format!("n={v} is not a number")))?
                     .min(MAX_N);
             }
-            "last" => last = Some(percent_decode(v)),
+            "last" => last = Some(query::percent_decode(v)),
             _ => {}
         }
     }
     Ok((n, last))
-}
-
-/// Decodes `%XX` escapes (and `+` as space, as in form encoding); a broken escape stays as is.
-pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let escaped = (b[i] == b'%')
-            .then(|| b.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (escaped, b[i]) {
-            (Some(v), _) => {
-                out.push(v);
-                i += 3;
-            }
-            (None, b'+') => {
-                out.push(b' ');
-                i += 1;
-            }
-            (None, c) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Encodes a repository name for a query value (`/` as `%2F`, as the registry writes it).
@@ -171,13 +143,5 @@ mod tests {
         );
         assert_eq!(paging(Some("n=5000")).unwrap().0, 1000);
         assert!(paging(Some("n=x")).is_err());
-    }
-
-    #[test]
-    fn decodes_percent_escapes() {
-        assert_eq!(percent_decode("a%2Fb"), "a/b");
-        assert_eq!(percent_decode("a%2fb%"), "a/b%");
-        assert_eq!(percent_decode("%zz"), "%zz");
-        assert_eq!(percent_decode("%4"), "%4");
     }
 }

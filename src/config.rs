@@ -74,6 +74,10 @@ struct FileAuth {
     brake_failures: Option<u32>,
     brake_window: Option<u64>,
     access: Option<PathBuf>,
+    mode: Option<String>,
+    service: Option<String>,
+    token_key: Option<PathBuf>,
+    token_ttl: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,6 +153,10 @@ const ENV_KEYS: &[(&str, &[&str], Kind)] = &[
     ),
     ("AUTH_BRAKE_WINDOW", &["auth", "brake_window"], Kind::Int),
     ("AUTH_ACCESS", &["auth", "access"], Kind::Str),
+    ("AUTH_MODE", &["auth", "mode"], Kind::Str),
+    ("AUTH_SERVICE", &["auth", "service"], Kind::Str),
+    ("AUTH_TOKEN_KEY", &["auth", "token_key"], Kind::Str),
+    ("AUTH_TOKEN_TTL", &["auth", "token_ttl"], Kind::Int),
     (
         "TIMEOUTS_HEADER_READ",
         &["timeouts", "header_read"],
@@ -236,6 +244,25 @@ pub struct AuthConfig {
     pub brake_failures: u32,
     pub brake_window: Duration,
     pub access: Option<PathBuf>,
+    pub mode: AuthMode,
+}
+
+/// How clients authenticate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMode {
+    /// `WWW-Authenticate: Basic` on every request.
+    Basic,
+    /// The distribution token flow: `/token` issues signed tokens; Basic still works on `/v2/`.
+    Token(TokenConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenConfig {
+    /// The `service` tokens are issued for; default: the public host.
+    pub service: Option<String>,
+    /// File holding the signing key (`registry-gate token-key FILE` makes one).
+    pub key: PathBuf,
+    pub ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -498,6 +525,24 @@ fn validate(raw: FileConfig, base: &Path, origin: &str) -> Result<Config, Config
         brake_failures: raw.auth.brake_failures.unwrap_or(10),
         brake_window: Duration::from_secs(raw.auth.brake_window.unwrap_or(60).max(1)),
         access: raw.auth.access.map(resolve),
+        mode: match raw.auth.mode.as_deref().unwrap_or("basic") {
+            "basic" => AuthMode::Basic,
+            "token" => AuthMode::Token(TokenConfig {
+                service: raw.auth.service.filter(|s| !s.trim().is_empty()),
+                key: resolve(raw.auth.token_key.ok_or_else(|| {
+                    invalid("[auth] mode = \"token\" needs token_key (create one with `registry-gate token-key FILE`)".into())
+                })?),
+                ttl: Duration::from_secs(match raw.auth.token_ttl.unwrap_or(300) {
+                    0..60 => return Err(invalid("[auth] token_ttl must be at least 60 seconds (clients assume a token lives that long)".into())),
+                    n => n,
+                }),
+            }),
+            other => {
+                return Err(invalid(format!(
+                    "[auth] mode: {other:?} is not \"basic\" or \"token\""
+                )));
+            }
+        },
     };
 
     let secs = |v: Option<u64>, default: u64, key: &str| -> Result<Duration, ConfigError> {

@@ -12,12 +12,16 @@ pub mod config;
 pub mod error;
 pub mod logging;
 pub mod maintenance;
+pub mod origin;
 pub mod proxy;
+pub mod query;
 pub mod reload;
 pub mod route;
 pub mod server;
 pub mod service;
 pub mod tls;
+pub mod token;
+pub mod token_endpoint;
 pub mod ua;
 
 use std::net::SocketAddr;

@@ -30,6 +30,13 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Write a new random signing key for token mode (`[auth] token_key`).
+    TokenKey {
+        file: PathBuf,
+        /// Replace an existing key (every token signed with it stops working).
+        #[arg(long)]
+        force: bool,
+    },
     /// Access rules: explain a decision.
     Access {
         #[command(subcommand)]
@@ -77,6 +84,16 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config, log_format } => serve(config, log_format),
         Command::Check { config } => registry_gate::check::run(config.as_deref()),
+        Command::TokenKey { file, force } => match registry_gate::token::write_key(&file, force) {
+            Ok(()) => {
+                println!("wrote a new token key to {}", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("registry-gate: {}: {e}", file.display());
+                ExitCode::FAILURE
+            }
+        },
         Command::Access {
             command:
                 AccessCommand::Explain {

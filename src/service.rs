@@ -15,14 +15,15 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::access::{AccessControl, Action};
-use crate::auth::{Authenticator, Identity};
+use crate::auth::{self, Authenticator, Credentials, Identity};
 use crate::body::WithGuard;
-use crate::config::Config;
-use crate::error::{self, Body, GateError};
+use crate::config::{AuthMode, Config};
+use crate::error::{self, Body, Challenge, GateError};
 use crate::maintenance::Maintenance;
 use crate::proxy::{Proxy, headers::Hop};
 use crate::route::{self, Route, RouteError};
-use crate::{catalog, ua};
+use crate::token::{Claims, Tokens};
+use crate::{catalog, origin, query, token_endpoint, ua};
 
 /// What the server knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -32,9 +33,35 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
+/// Who sent a request, and the token they showed, if any.
+pub struct Caller {
+    pub identity: Identity,
+    pub token: Option<Claims>,
+}
+
+impl Caller {
+    fn anonymous() -> Self {
+        Caller {
+            identity: Identity::Anonymous,
+            token: None,
+        }
+    }
+}
+
+/// What a request's answers need to know about where the gate is reached.
+pub struct RequestCtx {
+    /// The gate's public origin for this request, if it can be told.
+    pub origin: Option<String>,
+    /// The token service name (token mode only).
+    pub service: String,
+}
+
 /// Everything a request needs, shared by all connections.
 pub struct Gate {
     pub auth: Authenticator,
+    /// Set in token mode.
+    pub tokens: Option<Tokens>,
+    public_url: Option<String>,
     pub access: AccessControl,
     pub maintenance: Maintenance,
     proxy: Proxy,
@@ -51,6 +78,8 @@ pub enum GateSetupError {
     Upstream(#[from] crate::proxy::UpstreamSetupError),
     #[error(transparent)]
     Access(#[from] crate::access::AccessError),
+    #[error(transparent)]
+    Token(#[from] crate::token::TokenError),
 }
 
 impl Gate {
@@ -58,8 +87,14 @@ impl Gate {
         let auth = Authenticator::new(&config.auth)?;
         let access = AccessControl::load(config.auth.access.clone())?;
         access.warn_unknown_users(&auth.users().snapshot());
+        let tokens = match &config.auth.mode {
+            AuthMode::Basic => None,
+            AuthMode::Token(t) => Some(Tokens::load(t)?),
+        };
         Ok(Gate {
             auth,
+            tokens,
+            public_url: config.public_url.clone(),
             access,
             maintenance: Maintenance::new(config.read_only),
             proxy: Proxy::new(&config.upstream, &config.timeouts)?,
@@ -121,7 +156,29 @@ impl Gate {
                 "CONNECT and protocol upgrades are not supported".into(),
             ));
         }
+        let origin = origin::public_origin(
+            self.public_url.as_deref(),
+            req.headers(),
+            req.uri(),
+            conn.tls,
+        );
+        let ctx = RequestCtx {
+            service: match &self.tokens {
+                Some(t) => t.service.clone().unwrap_or_else(|| {
+                    origin
+                        .as_deref()
+                        .map(origin::host_of)
+                        .unwrap_or("")
+                        .to_owned()
+                }),
+                None => String::new(),
+            },
+            origin,
+        };
         if !is_registry {
+            if self.tokens.is_some() && path == "/token" {
+                return token_endpoint::serve(self, req, conn, &ctx, log).await;
+            }
             return Err(GateError::NotFound("not found"));
         }
         let route = route::parse(path).map_err(|e| match e {
@@ -129,8 +186,9 @@ impl Gate {
             RouteError::Unknown => GateError::NotFound("no such registry endpoint"),
         })?;
 
-        let identity = self.auth.identify(req.headers(), conn.peer.ip()).await?;
-        log.user = identity.clone();
+        let caller = self.caller(req.headers(), conn, &ctx).await?;
+        log.user = caller.identity.clone();
+        let identity = &caller.identity;
 
         let repo_action = match route.repository() {
             Some(repo) => Some((repo.to_owned(), action_for(&route, req.method())?)),
@@ -139,27 +197,32 @@ impl Gate {
         match (&route, &repo_action) {
             (Route::Base, _) => {
                 // The login ping: anonymous callers get the challenge, so clients send
-                // credentials on every later request.
-                if identity == Identity::Anonymous {
-                    return Err(self.auth.challenge());
+                // credentials (or fetch a token) for every later request.
+                if *identity == Identity::Anonymous && caller.token.is_none() {
+                    return Err(self.challenge(&ctx, None, None));
                 }
             }
             (Route::Catalog, _) => {
-                if !self.access.has_rules() {
-                    if identity == Identity::Anonymous {
-                        return Err(self.auth.challenge());
-                    }
-                } else {
-                    if identity == Identity::Anonymous
-                        && !self.access.grants_any(&identity, Action::Pull)
-                    {
-                        return Err(self.auth.challenge());
-                    }
+                if let Some(t) = &caller.token
+                    && !t.grants_catalog()
+                {
+                    return Err(self.challenge(
+                        &ctx,
+                        Some("registry:catalog:*".into()),
+                        Some("insufficient_scope"),
+                    ));
+                }
+                if *identity == Identity::Anonymous
+                    && !self.access.grants_any(identity, Action::Pull)
+                {
+                    return Err(self.challenge(&ctx, Some("registry:catalog:*".into()), None));
+                }
+                if self.access.has_rules() {
                     let host = req.headers().get(header::HOST).cloned();
                     return catalog::filtered(
                         &self.proxy,
                         &self.access,
-                        &identity,
+                        identity,
                         req.uri().query(),
                         host.as_ref(),
                     )
@@ -167,12 +230,12 @@ impl Gate {
                 }
             }
             (_, Some((repo, action))) => {
-                self.authorize(&identity, *action, repo, &route, conn)?;
+                self.authorize(&caller, *action, repo, &route, conn, &ctx)?;
                 if *action != Action::Pull {
                     self.maintenance.admit_write(repo, *action)?;
                 }
                 if let Route::UploadStart { name } = &route {
-                    self.check_mount(&mut req, &identity, name, conn)?;
+                    self.check_mount(&mut req, &caller, name, conn)?;
                 }
             }
             (_, None) => {}
@@ -199,44 +262,122 @@ impl Gate {
         Ok(resp)
     }
 
-    /// The decision step: allowed, or 403 for a user and the challenge for anonymous.
+    /// Who is asking: anonymous, a user by password, or the holder of a token.
+    async fn caller(
+        &self,
+        headers: &http::HeaderMap,
+        conn: ConnInfo,
+        ctx: &RequestCtx,
+    ) -> Result<Caller, GateError> {
+        let as_challenge = |e: GateError| match e {
+            GateError::Unauthorized(_) => self.challenge(ctx, None, None),
+            other => other,
+        };
+        match auth::credentials(headers) {
+            Credentials::None => Ok(Caller::anonymous()),
+            Credentials::Basic { user, password } => {
+                let identity = self
+                    .auth
+                    .verify_password(user, password, conn.peer.ip())
+                    .await
+                    .map_err(as_challenge)?;
+                Ok(Caller {
+                    identity,
+                    token: None,
+                })
+            }
+            Credentials::Bearer(token) => {
+                let invalid = || self.challenge(ctx, None, Some("invalid_token"));
+                let tokens = self
+                    .tokens
+                    .as_ref()
+                    .ok_or_else(|| self.challenge(ctx, None, None))?;
+                let claims = tokens
+                    .verify(&token, &ctx.service, "access")
+                    .map_err(|_| invalid())?;
+                let identity = if claims.sub.is_empty() {
+                    Identity::Anonymous
+                } else if self.auth.stored_hash(&claims.sub).is_some() {
+                    Identity::User(claims.sub.as_str().into())
+                } else {
+                    // The user left the htpasswd file: the token dies with the account.
+                    return Err(invalid());
+                };
+                Ok(Caller {
+                    identity,
+                    token: Some(claims),
+                })
+            }
+            Credentials::Malformed => Err(self.challenge(ctx, None, None)),
+        }
+    }
+
+    /// The 401 for this gate's mode: Basic, or Bearer naming the token realm and scope.
+    pub fn challenge(
+        &self,
+        ctx: &RequestCtx,
+        scope: Option<String>,
+        error: Option<&'static str>,
+    ) -> GateError {
+        if self.tokens.is_none() {
+            return self.auth.challenge();
+        }
+        GateError::Unauthorized(Challenge::Bearer {
+            realm: format!("{}/token", ctx.origin.as_deref().unwrap_or("")),
+            service: ctx.service.clone(),
+            scope,
+            error,
+        })
+    }
+
+    /// The decision step: allowed when the rules grant it (and the token, if any, carries
+    /// it); else 403 for a user and the challenge for anonymous or a token lacking the scope.
     /// Every allowed write and every refusal goes to the audit log.
     fn authorize(
         &self,
-        who: &Identity,
+        caller: &Caller,
         action: Action,
         repo: &str,
         route: &Route,
         conn: ConnInfo,
+        ctx: &RequestCtx,
     ) -> Result<(), GateError> {
-        let decision = self.access.decide(who, action, repo);
-        if decision.allowed {
+        let who = &caller.identity;
+        let rules_allow = self.access.decide(who, action, repo).allowed;
+        let token_allows = caller.token.as_ref().is_none_or(|t| t.grants(repo, action));
+        let audit = |outcome: &str| {
+            tracing::info!(
+                target: "audit",
+                outcome,
+                user = who.log_name(),
+                action = action.as_str(),
+                repository = repo,
+                object = route.object().unwrap_or("-"),
+                client = %conn.peer.ip(),
+            );
+        };
+        if rules_allow && token_allows {
             if action != Action::Pull {
-                tracing::info!(
-                    target: "audit",
-                    outcome = "allowed",
-                    user = who.log_name(),
-                    action = action.as_str(),
-                    repository = repo,
-                    object = route.object().unwrap_or("-"),
-                    client = %conn.peer.ip(),
-                );
+                audit("allowed");
             }
             return Ok(());
         }
-        tracing::info!(
-            target: "audit",
-            outcome = "denied",
-            user = who.log_name(),
-            action = action.as_str(),
-            repository = repo,
-            object = route.object().unwrap_or("-"),
-            client = %conn.peer.ip(),
+        let scope = format!(
+            "repository:{repo}:{}",
+            match action {
+                Action::Pull => "pull",
+                Action::Push => "pull,push",
+                Action::Delete => "delete",
+            }
         );
-        match who {
-            Identity::Anonymous => Err(self.auth.challenge()),
-            Identity::User(u) => Err(GateError::Denied(format!("{u} may not {action} {repo}"))),
+        if !rules_allow {
+            audit("denied");
+            if let Identity::User(u) = who {
+                return Err(GateError::Denied(format!("{u} may not {action} {repo}")));
+            }
         }
+        let error = caller.token.as_ref().map(|_| "insufficient_scope");
+        Err(self.challenge(ctx, Some(scope), error))
     }
 
     /// A cross-repository mount reads the source repository: without pull on it, `mount` and
@@ -245,10 +386,11 @@ impl Gate {
     fn check_mount(
         &self,
         req: &mut Request<Incoming>,
-        who: &Identity,
+        caller: &Caller,
         to: &str,
         conn: ConnInfo,
     ) -> Result<(), GateError> {
+        let who = &caller.identity;
         let Some(query) = req.uri().query() else {
             return Ok(());
         };
@@ -261,9 +403,14 @@ impl Gate {
             .iter()
             .find(|p| key(p) == "from")
             .and_then(|p| p.split_once('='))
-            .map(|(_, v)| catalog::percent_decode(v));
+            .map(|(_, v)| query::percent_decode(v));
         let allowed = from.as_deref().is_some_and(|f| {
-            route::is_valid_name(f) && self.access.decide(who, Action::Pull, f).allowed
+            route::is_valid_name(f)
+                && self.access.decide(who, Action::Pull, f).allowed
+                && caller
+                    .token
+                    .as_ref()
+                    .is_none_or(|t| t.grants(f, Action::Pull))
         });
         if allowed {
             return Ok(());
@@ -323,12 +470,12 @@ fn action_for(route: &Route, method: &Method) -> Result<Action, GateError> {
 }
 
 /// One access-log line, written when the response body is finished (or abandoned).
-struct AccessLog {
+pub struct AccessLog {
     start: Instant,
     peer: SocketAddr,
     method: Method,
     path: String,
-    user: Identity,
+    pub(crate) user: Identity,
     status: StatusCode,
     bytes_in: Arc<AtomicU64>,
     bytes_out: Arc<AtomicU64>,

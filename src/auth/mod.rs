@@ -45,7 +45,12 @@ impl Identity {
 #[derive(PartialEq, Eq)]
 pub enum Credentials {
     None,
-    Basic { user: String, password: Vec<u8> },
+    Basic {
+        user: String,
+        password: Vec<u8>,
+    },
+    /// A token from the token flow (checked by token.rs).
+    Bearer(String),
     Malformed,
 }
 
@@ -66,6 +71,12 @@ pub fn credentials(headers: &HeaderMap) -> Credentials {
         return Credentials::Malformed;
     };
     let (scheme, rest) = bytes.split_at(space);
+    if scheme.eq_ignore_ascii_case(b"bearer") {
+        return match std::str::from_utf8(rest.trim_ascii()) {
+            Ok(t) if !t.is_empty() => Credentials::Bearer(t.to_owned()),
+            _ => Credentials::Malformed,
+        };
+    }
     if !scheme.eq_ignore_ascii_case(b"basic") {
         return Credentials::Malformed;
     }
@@ -129,13 +140,19 @@ impl Authenticator {
         &self.users
     }
 
-    /// Establishes who sent the request.
-    pub async fn identify(&self, headers: &HeaderMap, peer: IpAddr) -> Result<Identity, GateError> {
-        let (user, password) = match credentials(headers) {
-            Credentials::None => return Ok(Identity::Anonymous),
-            Credentials::Malformed => return Err(self.challenge()),
-            Credentials::Basic { user, password } => (user, password),
-        };
+    /// The stored hash of `user`, if the user exists now.
+    pub fn stored_hash(&self, user: &str) -> Option<String> {
+        self.users.snapshot().users.get(user).map(|h| h.stored())
+    }
+
+    /// Checks a user's password: the cache first, then the brake, then the hash on the
+    /// blocking pool. A failure counts against the client's address.
+    pub async fn verify_password(
+        &self,
+        user: String,
+        password: Vec<u8>,
+        peer: IpAddr,
+    ) -> Result<Identity, GateError> {
         let table = self.users.snapshot();
         let (known, hash) = match table.users.get(&user) {
             Some(h) => (true, h.clone()),
@@ -204,7 +221,7 @@ mod tests {
             b"Basic !!!",
             b"Basic YWxpY2U=", // no colon
             b"Basic /w==",     // 0xff, not UTF-8, no colon
-            b"Bearer abc",
+            b"Bearer ",
             b"Digest username=x",
         ] {
             assert!(

@@ -352,6 +352,8 @@ pub struct Api {
     pub client: reqwest::Client,
     pub base: String,
     pub creds: Option<(String, String)>,
+    /// A bearer token sent instead of Basic credentials.
+    pub token: Option<String>,
 }
 
 impl Api {
@@ -360,6 +362,15 @@ impl Api {
             client: gate.pki.client(h2),
             base: gate.url(),
             creds: creds.map(|(u, p)| (u.to_owned(), p.to_owned())),
+            token: None,
+        }
+    }
+
+    /// A client that shows `token` on every request.
+    pub fn with_token(gate: &Gate, token: &str) -> Api {
+        Api {
+            token: Some(token.to_owned()),
+            ..Api::new(gate, false, None)
         }
     }
 
@@ -370,9 +381,10 @@ impl Api {
             format!("{}{path}", self.base)
         };
         let b = self.client.request(method, url);
-        match &self.creds {
-            Some((u, p)) => b.basic_auth(u, Some(p)),
-            None => b,
+        match (&self.creds, &self.token) {
+            (Some((u, p)), _) => b.basic_auth(u, Some(p)),
+            (None, Some(t)) => b.bearer_auth(t),
+            (None, None) => b,
         }
     }
 
@@ -614,4 +626,58 @@ pub fn basic(user: &str, password: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
     )
+}
+
+/// podman as root with vfs storage in its own temp root, and its own auth file.
+pub struct Podman {
+    pub dir: tempfile::TempDir,
+}
+
+impl Podman {
+    pub fn new() -> Podman {
+        assert!(
+            Path::new("/usr/bin/podman").exists(),
+            "/usr/bin/podman is missing: install Debian's podman package (see .ci/run)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("policy.json"),
+            r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("auth.json"), r#"{"auths":{}}"#).unwrap();
+        Podman { dir }
+    }
+
+    /// Runs podman with `args`; returns (success, stderr).
+    pub async fn run(&self, args: &[&str]) -> (bool, String) {
+        let d = self.dir.path();
+        let out = tokio::process::Command::new("/usr/bin/podman")
+            .arg("--root")
+            .arg(d.join("root"))
+            .arg("--runroot")
+            .arg(d.join("run"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "file",
+            ])
+            .args(args)
+            .env("REGISTRY_AUTH_FILE", d.join("auth.json"))
+            .env("CONTAINERS_POLICY", d.join("policy.json"))
+            .env("HOME", d)
+            .env("TMPDIR", d)
+            .env("XDG_RUNTIME_DIR", d.join("xdg"))
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("run podman");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
 }
