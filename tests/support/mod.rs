@@ -681,3 +681,39 @@ impl Podman {
         )
     }
 }
+
+/// The leaf certificate a new TLS connection to the gate is served (DER).
+pub async fn served_leaf(gate: &Gate) -> Vec<u8> {
+    let config = Arc::new(gate.pki.client_config(&[b"http/1.1"]));
+    let tcp = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// The first certificate of a PEM file (DER).
+pub fn leaf_in_file(path: &Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
+}
+
+/// Rotates the gate's certificate and waits until new connections get it: a barrier showing
+/// the reloader has looked at every watched file since the earlier writes.
+pub async fn reload_barrier(gate: &mut Gate, cn: &str) {
+    let (cert, key) = (gate.pki.cert.clone(), gate.pki.key.clone());
+    gate.pki.issue_to(&cert, &key, cn);
+    let want = leaf_in_file(&cert);
+    let g = &*gate;
+    eventually(Duration::from_secs(2), "new certificate served", || {
+        let want = want.clone();
+        async move { served_leaf(g).await == want }
+    })
+    .await;
+}
