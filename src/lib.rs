@@ -8,6 +8,7 @@ pub mod body;
 pub mod check;
 pub mod config;
 pub mod error;
+pub mod htpasswd_cli;
 pub mod logging;
 pub mod proxy;
 pub mod reload;

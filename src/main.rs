@@ -30,6 +30,11 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Manage an htpasswd file: add, set, delete, verify, list (no apache2-utils needed).
+    Htpasswd {
+        #[command(subcommand)]
+        action: registry_gate::htpasswd_cli::Command,
+    },
 }
 
 /// Exit status for a configuration error (EX_USAGE, as linkerd and sysexits use it).
@@ -40,6 +45,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config, log_format } => serve(config, log_format),
         Command::Check { config } => registry_gate::check::run(config.as_deref()),
+        Command::Htpasswd { action } => registry_gate::htpasswd_cli::run(action),
     }
 }
 

@@ -196,7 +196,9 @@ fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
-const ITOA64: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// The crypt alphabet apr1 writes its salt and hash in.
+pub(crate) const ITOA64: &[u8; 64] =
+    b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// Apache's MD5-based `$apr1$` crypt (the FreeBSD MD5 crypt with another magic string).
 pub fn apr1(password: &[u8], salt: &[u8]) -> String {
