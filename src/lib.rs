@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod check;
 pub mod config;
 pub mod error;
+pub mod htpasswd_cli;
 pub mod logging;
 pub mod maintenance;
 pub mod origin;

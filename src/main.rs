@@ -30,6 +30,11 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Manage an htpasswd file: add, set, delete, verify, list (no apache2-utils needed).
+    Htpasswd {
+        #[command(subcommand)]
+        action: registry_gate::htpasswd_cli::Command,
+    },
     /// Write a new random signing key for token mode (`[auth] token_key`).
     TokenKey {
         file: PathBuf,
@@ -84,6 +89,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config, log_format } => serve(config, log_format),
         Command::Check { config } => registry_gate::check::run(config.as_deref()),
+        Command::Htpasswd { action } => registry_gate::htpasswd_cli::run(action),
         Command::TokenKey { file, force } => match registry_gate::token::write_key(&file, force) {
             Ok(()) => {
                 println!("wrote a new token key to {}", file.display());

@@ -104,8 +104,8 @@ impl Hash {
             return Ok(Hash::Plain(rest.to_owned()));
         }
         if text.starts_with('{') {
-            let scheme = text.split('}').next().unwrap_or(text);
-            return Err(format!("unsupported scheme {scheme}}}"));
+            // Never echo the value: with `htpasswd -p` it may be a plain password.
+            return Err("unsupported {SCHEME} (known: {SHA}, {SSHA}, {PLAIN})".into());
         }
         if let Some(rest) = text.strip_prefix('$') {
             let id = rest.split('$').next().unwrap_or("");
@@ -139,11 +139,14 @@ impl Hash {
                 "5" | "6" => {
                     // Check the form now so a broken line is reported at load, not at login.
                     sha_crypt::PasswordHashRef::new(text)
-                        .map_err(|_| format!("${id}$ crypt hash is malformed"))?;
+                        .map_err(|_| "SHA-crypt ($5$/$6$) hash is malformed".to_owned())?;
                     Ok(Hash::ShaCrypt(text.to_owned()))
                 }
                 "1" => Err("MD5 crypt ($1$) is not supported; use bcrypt or apr1".into()),
-                _ => Err(format!("unsupported hash scheme ${id}$")),
+                _ => Err(
+                    "unsupported $id$ hash scheme (known: $2a$/$2b$/$2x$/$2y$, $apr1$, $5$, $6$)"
+                        .into(),
+                ),
             };
         }
         if text.len() == 13
@@ -201,7 +204,9 @@ fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
-const ITOA64: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// The crypt alphabet apr1 writes its salt and hash in.
+pub(crate) const ITOA64: &[u8; 64] =
+    b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// Apache's MD5-based `$apr1$` crypt (the FreeBSD MD5 crypt with another magic string).
 pub fn apr1(password: &[u8], salt: &[u8]) -> String {
@@ -414,6 +419,14 @@ mod tests {
             "{SHA}notbase64!",
         ] {
             assert!(Hash::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn errors_never_echo_the_value() {
+        for secret in ["$hunter2$x", "{hunter2}x"] {
+            let e = Hash::parse(secret).unwrap_err();
+            assert!(!e.contains("hunter2"), "{e}");
         }
     }
 
