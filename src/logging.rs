@@ -8,17 +8,26 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `[log] level`.
-pub fn init(config: &LogConfig) {
+///
+/// Lines are written by a background thread, so a slow reader of stderr (a pipe to journald
+/// or a container runtime) never blocks the threads serving requests. Keep the returned guard
+/// alive until exit: dropping it flushes what is still queued.
+pub fn init(config: &LogConfig) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .or_else(|| EnvFilter::try_new(&config.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        // Block rather than drop lines when the queue is full: the access log is an audit trail.
+        .lossy(false)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match config.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    guard
 }

@@ -135,7 +135,7 @@ fn serve(config: Option<PathBuf>, log_format: Option<String>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     }
-    registry_gate::logging::init(&config.log);
+    let _log_guard = registry_gate::logging::init(&config.log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
