@@ -9,6 +9,7 @@ pub mod check;
 pub mod config;
 pub mod error;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod server;
