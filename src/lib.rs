@@ -75,6 +75,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         None => None,
     };
     let gate = Arc::new(Gate::new(config)?);
+    if let Some(store) = &certs {
+        reload::certificate_in_force(store, &gate.metrics, "loaded certificate");
+    }
 
     let tls = match (config.listen, &certs) {
         (Some(addr), Some(store)) => {

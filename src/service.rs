@@ -3,7 +3,8 @@
 //! Order: old docker clients get 404 on `/v2/`; a CORS preflight is answered here, before
 //! authentication, and never forwarded; then identity (auth/), then routing: `/v2` to the
 //! registry, `/ui` to the UI, anything else a JSON 404. Every `Err` on the way becomes a response
-//! in one place (`error::to_response`). Does not own: how each step works.
+//! in one place (`error::to_response`). Every finished request is counted in the metrics by the
+//! same guard that writes its access-log line. Does not own: how each step works.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::auth::{Authenticator, Identity};
 use crate::body::WithGuard;
 use crate::config::Config;
 use crate::error::{self, Body, GateError};
+use crate::metrics::{Kind, Metrics};
 use crate::proxy::{Proxy, headers::Hop};
 use crate::ua;
 
@@ -31,6 +33,7 @@ pub struct ConnInfo {
 
 /// Everything a request needs, shared by all connections.
 pub struct Gate {
+    pub metrics: Arc<Metrics>,
     pub auth: Authenticator,
     proxy: Proxy,
     block_old_clients: bool,
@@ -48,9 +51,11 @@ pub enum GateSetupError {
 
 impl Gate {
     pub fn new(config: &Config) -> Result<Self, GateSetupError> {
+        let metrics = Arc::new(Metrics::new());
         Ok(Gate {
-            auth: Authenticator::new(&config.auth)?,
-            proxy: Proxy::new(&config.upstream, &config.timeouts)?,
+            auth: Authenticator::new(&config.auth, metrics.clone())?,
+            proxy: Proxy::new(&config.upstream, &config.timeouts, metrics.clone())?,
+            metrics,
             block_old_clients: config.block_old_clients,
             trusted_proxies: config.trusted_proxies.clone(),
         })
@@ -71,6 +76,7 @@ impl Gate {
             status: StatusCode::OK,
             bytes_in: Arc::new(AtomicU64::new(0)),
             bytes_out: Arc::new(AtomicU64::new(0)),
+            metrics: self.metrics.clone(),
         };
         let resp = match self.pipeline(req, conn, &mut log).await {
             Ok(resp) => resp,
@@ -100,6 +106,7 @@ impl Gate {
             && let Some(agent) = req.headers().get(header::USER_AGENT)
             && ua::is_old_docker_client(agent.as_bytes())
         {
+            self.metrics.rejected_user_agent();
             return Err(GateError::NotFound(
                 "this docker client is too old for this registry",
             ));
@@ -146,10 +153,16 @@ struct AccessLog {
     status: StatusCode,
     bytes_in: Arc<AtomicU64>,
     bytes_out: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
+        let bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        let bytes_out = self.bytes_out.load(Ordering::Relaxed);
+        let kind = Kind::of(&self.path);
+        self.metrics
+            .request(&self.method, kind, self.status, bytes_in, bytes_out);
         tracing::info!(
             target: "access",
             client = %self.peer.ip(),
@@ -157,9 +170,9 @@ impl Drop for AccessLog {
             method = %self.method,
             path = %self.path,
             status = self.status.as_u16(),
-            bytes_in = self.bytes_in.load(Ordering::Relaxed),
-            bytes_out = self.bytes_out.load(Ordering::Relaxed),
-            ms = self.start.elapsed().as_millis() as u64,
+            bytes_in,
+            bytes_out,
+            duration_ms = self.start.elapsed().as_millis() as u64,
         );
     }
 }
