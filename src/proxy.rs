@@ -5,8 +5,8 @@
 //! upstream plus the request's path and query byte for byte; never the client's authority, so
 //! the gate is no open proxy), `Host` kept verbatim (from `:authority` for HTTP/2), the response
 //! deadline, timing the wait for the response headers (metrics), and mapping connection
-//! failures to registry-style errors. Bodies are streamed both
-//! ways untouched; redirects are returned to the client, never followed.
+//! failures to registry-style errors. Bodies are streamed both ways untouched; redirects are
+//! returned to the client, never followed.
 //! Does not own: deciding whether to forward (service.rs), the header rules (proxy/headers.rs).
 
 pub mod headers;

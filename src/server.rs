@@ -151,13 +151,13 @@ async fn serve_tls(
         _ => return,
     }
     if first[0] != 0x16 {
-        gate.metrics
-            .handshake_failure(if first[0].is_ascii_alphabetic() {
-                HandshakeFailure::PlainHttp
-            } else {
-                HandshakeFailure::Error
-            });
-        if first[0].is_ascii_alphabetic() {
+        let plain_http = first[0].is_ascii_alphabetic();
+        gate.metrics.handshake_failure(if plain_http {
+            HandshakeFailure::PlainHttp
+        } else {
+            HandshakeFailure::Error
+        });
+        if plain_http {
             let _ = stream.write_all(&plain_http_on_tls_port()).await;
         }
         let _ = stream.shutdown().await;
