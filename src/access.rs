@@ -23,9 +23,9 @@ use crate::auth::users::UserTable;
 /// What a request does to a repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Action {
-    Pull,
-    Push,
-    Delete,
+    Pull = 0,
+    Push = 1,
+    Delete = 2,
 }
 
 impl Action {

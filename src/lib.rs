@@ -4,6 +4,7 @@
 //! [`run`] adds signal handling around it. Each module owns one concern; see its header.
 
 pub mod access;
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod catalog;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod htpasswd_cli;
 pub mod logging;
 pub mod maintenance;
+pub mod metrics;
 pub mod origin;
 pub mod proxy;
 pub mod query;
@@ -56,10 +58,13 @@ pub struct Running {
     /// The TLS listener's bound address (useful with port 0).
     pub tls_addr: Option<SocketAddr>,
     pub plain_addr: Option<SocketAddr>,
+    /// The admin listener's bound address; `None` when `admin_listen` is empty.
+    pub admin_addr: Option<SocketAddr>,
     pub gate: Arc<Gate>,
     pub certs: Option<Arc<CertStore>>,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
+    admin: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -67,6 +72,9 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.server.await;
+        if let Some(admin) = self.admin {
+            let _ = admin.await;
+        }
     }
 }
 
@@ -83,6 +91,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         None => None,
     };
     let gate = Arc::new(Gate::new(config)?);
+    if let Some(store) = &certs {
+        reload::certificate_in_force(store, &gate.metrics, "loaded certificate");
+    }
 
     let tls = match (config.listen, &certs) {
         (Some(addr), Some(store)) => {
@@ -103,6 +114,11 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     };
     let tls_addr = tls.as_ref().and_then(|(l, _)| l.local_addr().ok());
     let plain_addr = plain.as_ref().and_then(|l| l.local_addr().ok());
+    let admin = match config.admin_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
 
     let (stop, stop_rx) = watch::channel(false);
     tokio::spawn(reload::run(gate.clone(), certs.clone(), stop_rx.clone()));
@@ -110,21 +126,27 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         server::Listeners { tls, plain },
         gate.clone(),
         config.timeouts.clone(),
-        stop_rx,
+        stop_rx.clone(),
     ));
+    let admin = admin.map(|l| tokio::spawn(admin::serve(l, gate.clone(), stop_rx)));
     if let Some(a) = tls_addr {
         tracing::info!(listen = %a, upstream = %config.upstream.base, "serving TLS");
     }
     if let Some(a) = plain_addr {
         tracing::info!(listen = %a, upstream = %config.upstream.base, "serving plain HTTP");
     }
+    if let Some(a) = admin_addr {
+        tracing::info!(admin_listen = %a, "serving /metrics, /healthz and /readyz");
+    }
     Ok(Running {
         tls_addr,
         plain_addr,
+        admin_addr,
         gate,
         certs,
         stop,
         server,
+        admin,
     })
 }
 

@@ -3,6 +3,8 @@
 //! Owns: installing the tracing subscriber. No module logs a password, a hash or an
 //! `Authorization` header; the access log (service.rs) names only the user.
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -24,6 +26,8 @@ pub fn init(config: &LogConfig) -> tracing_appender::non_blocking::WorkerGuard {
         .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only on a terminal: journald, `docker logs` and files get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
     let _ = match config.format {
         LogFormat::Text => builder.try_init(),

@@ -155,49 +155,34 @@ impl Maintenance {
     }
 }
 
-/// `GET` (status) and `POST ?state=on|off[&timeout=SECS]` of `/admin/read-only`.
-/// Turning it on answers once pushes in flight are done, or after the timeout (default 300 s).
+/// `GET` (status) and `POST ?state=on|off[&timeout=SECS]` of `/admin/read-only`: the status
+/// and a JSON body. Turning it on answers once pushes in flight are done, or after the timeout
+/// (default 300 s).
 pub async fn admin_endpoint(
     m: &Maintenance,
     method: &Method,
     query: Option<&str>,
-) -> http::Response<crate::error::Body> {
-    let param = |name: &str| {
-        query
-            .unwrap_or("")
-            .split('&')
-            .filter_map(|p| p.split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_owned())
+) -> (StatusCode, String) {
+    let answer = |left: usize| {
+        serde_json::json!({ "read_only": m.is_read_only(), "pushes_in_flight": left }).to_string()
     };
-    let answer = |status: StatusCode, left: usize| {
-        let body = serde_json::json!({ "read_only": m.is_read_only(), "pushes_in_flight": left });
-        let mut r = http::Response::new(crate::error::full(body.to_string()));
-        *r.status_mut() = status;
-        r.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        r
-    };
-    match (method, param("state").as_deref()) {
-        (&Method::GET, _) => answer(StatusCode::OK, m.in_flight()),
+    match (method, crate::query::param(query, "state").as_deref()) {
+        (&Method::GET, _) => (StatusCode::OK, answer(m.in_flight())),
         (&Method::POST, Some("on")) => {
-            let timeout = param("timeout")
+            let timeout = crate::query::param(query, "timeout")
                 .and_then(|t| t.parse().ok())
                 .map_or(Duration::from_secs(300), Duration::from_secs);
             m.set_read_only(true);
             let left = m.drain(timeout).await;
-            answer(StatusCode::OK, left)
+            (StatusCode::OK, answer(left))
         }
         (&Method::POST, Some("off")) => {
             m.set_read_only(false);
-            answer(StatusCode::OK, m.in_flight())
+            (StatusCode::OK, answer(m.in_flight()))
         }
-        _ => crate::error::json_error(
+        _ => (
             StatusCode::BAD_REQUEST,
-            "UNSUPPORTED",
-            "use GET, or POST with ?state=on or ?state=off",
+            r#"{"error":"use GET, or POST with ?state=on or ?state=off"}"#.to_owned(),
         ),
     }
 }

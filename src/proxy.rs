@@ -4,15 +4,16 @@
 //! `https://` upstream with `upstream_ca`), building the upstream request (the configured
 //! upstream plus the request's path and query byte for byte; never the client's authority, so
 //! the gate is no open proxy), `Host` kept verbatim (from `:authority` for HTTP/2), the response
-//! deadline, and mapping connection failures to registry-style errors. Bodies are streamed both
-//! ways untouched; redirects are returned to the client, never followed.
+//! deadline, timing the wait for the response headers (metrics), and mapping connection
+//! failures to registry-style errors. Bodies are streamed both ways untouched; redirects are
+//! returned to the client, never followed.
 //! Does not own: deciding whether to forward (service.rs), the header rules (proxy/headers.rs).
 
 pub mod headers;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, Uri, Version, header, uri::PathAndQuery};
 use http_body_util::BodyExt;
@@ -25,6 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::body::Tracked;
 use crate::config::{Timeouts, Upstream};
 use crate::error::{Body, GateError};
+use crate::metrics::Metrics;
 use headers::Hop;
 
 /// Why the upstream client could not be built.
@@ -50,10 +52,15 @@ pub struct Proxy {
     base: Uri,
     response_timeout: Duration,
     idle: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Proxy {
-    pub fn new(upstream: &Upstream, timeouts: &Timeouts) -> Result<Self, UpstreamSetupError> {
+    pub fn new(
+        upstream: &Upstream,
+        timeouts: &Timeouts,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, UpstreamSetupError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(timeouts.upstream_connect));
@@ -103,6 +110,7 @@ impl Proxy {
             base: upstream.base.clone(),
             response_timeout: timeouts.upstream_response,
             idle: timeouts.idle,
+            metrics,
         })
     }
 
@@ -144,10 +152,12 @@ impl Proxy {
 
         let body = Tracked::new(body, bytes_in, self.idle).boxed();
         let upstream_req = Request::from_parts(parts, body);
+        let sent = Instant::now();
         let resp = tokio::time::timeout(self.response_timeout, self.client.request(upstream_req))
             .await
             .map_err(|_| GateError::UpstreamTimeout(self.response_timeout))?
             .map_err(upstream_error)?;
+        self.metrics.upstream_latency(sent.elapsed());
         let (mut parts, body) = resp.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(

@@ -3,7 +3,8 @@
 //!
 //! Owns: watching the folders of the files (editors, `mv`, certbot and Kubernetes Secrets
 //! replace a file rather than write it, which ends a watch on the file itself), comparing a
-//! fingerprint so only what changed is reloaded, and logging each outcome. A failed reload keeps
+//! fingerprint so only what changed is reloaded, and logging and counting each outcome (with the
+//! certificate's subject and expiry, at start too: [`certificate_in_force`]). A failed reload keeps
 //! the last good state (the stores guarantee it). Does not own: loading (tls.rs, auth/users.rs).
 
 use std::path::{Path, PathBuf};
@@ -13,8 +14,36 @@ use std::time::{Duration, SystemTime};
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, watch};
 
+use crate::metrics::{Metrics, ReloadKind};
 use crate::service::Gate;
 use crate::tls::CertStore;
+
+/// Logs the subject and expiry of the certificate `store` serves now (`event` says why:
+/// "loaded certificate", "reloaded certificate"), and sets the expiry metric.
+pub fn certificate_in_force(store: &CertStore, metrics: &Metrics, event: &str) {
+    let info = match store.leaf_info() {
+        Ok(info) => info,
+        Err(e) => {
+            metrics.set_certificate_expiry(None);
+            tracing::warn!(cert = %store.paths().cert.display(), "{event}; {e}");
+            return;
+        }
+    };
+    metrics.set_certificate_expiry(Some(info.not_after));
+    let days_left = info.days_left(crate::tls::unix_now());
+    let (cert, subject, not_after) = (
+        store.paths().cert.display(),
+        &info.subject,
+        info.not_after_utc(),
+    );
+    if days_left < 0 {
+        tracing::error!(%cert, %subject, %not_after, "{event}, which has EXPIRED");
+    } else if days_left < crate::tls::EXPIRY_WARNING_DAYS {
+        tracing::warn!(%cert, %subject, %not_after, days_left, "{event}, which expires soon");
+    } else {
+        tracing::info!(%cert, %subject, %not_after, days_left, "{event}");
+    }
+}
 
 /// What identifies a version of a file: modification time, size and inode (through symlinks).
 type Fingerprint = Option<(SystemTime, u64, u64)>;
@@ -127,18 +156,24 @@ pub async fn run(gate: Arc<Gate>, certs: Option<Arc<CertStore>>, mut stop: watch
                         false
                     }
                 },
-                Target::Certs => match certs.as_ref().map(|c| c.reload()) {
-                    Some(Ok(())) => {
-                        tracing::info!("reloaded certificate");
+                Target::Certs => match certs.as_deref().map(|c| (c, c.reload())) {
+                    Some((store, Ok(()))) => {
+                        certificate_in_force(store, &gate.metrics, "reloaded certificate");
                         true
                     }
-                    Some(Err(e)) => {
+                    Some((_, Err(e))) => {
                         tracing::error!("certificate not reloaded, keeping the previous one: {e}");
                         false
                     }
                     None => true,
                 },
             };
+            let kind = match w.target {
+                Target::Users => ReloadKind::Users,
+                Target::Access => ReloadKind::Access,
+                Target::Certs => ReloadKind::Certificate,
+            };
+            gate.metrics.reload(kind, ok);
             // A half-written pair (new cert, old key) fails now and is retried on the next event.
             if ok {
                 w.seen = now;

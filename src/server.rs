@@ -3,7 +3,8 @@
 //! Owns: the accept loop (an accept error is logged and retried, never fatal), the handshake
 //! deadline, answering plain HTTP sent to the TLS port with a JSON 400 and a close (never a
 //! Basic challenge in cleartext), the hyper builders (header-read timeout with a timer, bounded
-//! header sizes, large adaptive HTTP/2 windows), and the drain on shutdown.
+//! header sizes, large adaptive HTTP/2 windows), the drain on shutdown, and counting open
+//! connections and failed handshakes in the metrics.
 //! Does not own: what a request gets (service.rs).
 
 use std::convert::Infallible;
@@ -21,6 +22,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Timeouts;
+use crate::metrics::HandshakeFailure;
 use crate::service::{ConnInfo, Gate, plain_http_on_tls_port};
 
 /// Largest request head accepted (registry clients need a few KiB; docker's many `Accept`s fit).
@@ -86,6 +88,7 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        let open = gate.metrics.connection();
         let (gate, protocols, watcher) = (gate.clone(), protocols.clone(), graceful.watcher());
         let handshake = timeouts.handshake;
         match (is_tls, &acceptor) {
@@ -93,12 +96,14 @@ pub async fn serve(
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     serve_tls(stream, peer, acceptor, handshake, gate, protocols, watcher).await;
+                    drop(open);
                 });
             }
             _ => {
                 tokio::spawn(async move {
                     let info = ConnInfo { peer, tls: false };
                     serve_http(TokioIo::new(stream), false, info, gate, &protocols, watcher).await;
+                    drop(open);
                 });
             }
         }
@@ -138,10 +143,21 @@ async fn serve_tls(
     let mut first = [0u8; 1];
     match tokio::time::timeout(handshake, stream.peek(&mut first)).await {
         Ok(Ok(1)) => {}
+        Err(_) => {
+            gate.metrics.handshake_failure(HandshakeFailure::Timeout);
+            return;
+        }
+        // Closed before sending anything (a port probe), or a read error: nothing to count.
         _ => return,
     }
     if first[0] != 0x16 {
-        if first[0].is_ascii_alphabetic() {
+        let plain_http = first[0].is_ascii_alphabetic();
+        gate.metrics.handshake_failure(if plain_http {
+            HandshakeFailure::PlainHttp
+        } else {
+            HandshakeFailure::Error
+        });
+        if plain_http {
             let _ = stream.write_all(&plain_http_on_tls_port()).await;
         }
         let _ = stream.shutdown().await;
@@ -150,10 +166,12 @@ async fn serve_tls(
     let tls = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
+            gate.metrics.handshake_failure(HandshakeFailure::Error);
             tracing::debug!(client = %peer, "TLS handshake failed: {e}");
             return;
         }
         Err(_) => {
+            gate.metrics.handshake_failure(HandshakeFailure::Timeout);
             tracing::debug!(client = %peer, "TLS handshake timed out");
             return;
         }

@@ -3,7 +3,8 @@
 //! Order: old docker clients get 404 on `/v2/`; a CORS preflight is answered here, before
 //! authentication, and never forwarded; then identity (auth/), then routing: `/v2` to the
 //! registry, `/ui` to the UI, anything else a JSON 404. Every `Err` on the way becomes a response
-//! in one place (`error::to_response`). Does not own: how each step works.
+//! in one place (`error::to_response`). Every finished request is counted in the metrics by the
+//! same guard that writes its access-log line. Does not own: how each step works.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::body::WithGuard;
 use crate::config::{AuthMode, Config};
 use crate::error::{self, Body, Challenge, GateError};
 use crate::maintenance::Maintenance;
+use crate::metrics::{Kind, Metrics};
 use crate::proxy::{Proxy, headers::Hop};
 use crate::route::{self, Route, RouteError};
 use crate::token::{Claims, Tokens};
@@ -58,6 +60,7 @@ pub struct RequestCtx {
 
 /// Everything a request needs, shared by all connections.
 pub struct Gate {
+    pub metrics: Arc<Metrics>,
     pub auth: Authenticator,
     /// Set in token mode.
     pub tokens: Option<Tokens>,
@@ -84,7 +87,8 @@ pub enum GateSetupError {
 
 impl Gate {
     pub fn new(config: &Config) -> Result<Self, GateSetupError> {
-        let auth = Authenticator::new(&config.auth)?;
+        let metrics = Arc::new(Metrics::new());
+        let auth = Authenticator::new(&config.auth, metrics.clone())?;
         let access = AccessControl::load(config.auth.access.clone())?;
         access.warn_unknown_users(&auth.users().snapshot());
         let tokens = match &config.auth.mode {
@@ -97,7 +101,8 @@ impl Gate {
             public_url: config.public_url.clone(),
             access,
             maintenance: Maintenance::new(config.read_only),
-            proxy: Proxy::new(&config.upstream, &config.timeouts)?,
+            proxy: Proxy::new(&config.upstream, &config.timeouts, metrics.clone())?,
+            metrics,
             block_old_clients: config.block_old_clients,
             trusted_proxies: config.trusted_proxies.clone(),
         })
@@ -118,6 +123,7 @@ impl Gate {
             status: StatusCode::OK,
             bytes_in: Arc::new(AtomicU64::new(0)),
             bytes_out: Arc::new(AtomicU64::new(0)),
+            metrics: self.metrics.clone(),
         };
         let resp = match self.pipeline(req, conn, &mut log).await {
             Ok(resp) => resp,
@@ -147,6 +153,7 @@ impl Gate {
             && let Some(agent) = req.headers().get(header::USER_AGENT)
             && ua::is_old_docker_client(agent.as_bytes())
         {
+            self.metrics.rejected_user_agent();
             return Err(GateError::NotFound(
                 "this docker client is too old for this registry",
             ));
@@ -232,7 +239,9 @@ impl Gate {
             (_, Some((repo, action))) => {
                 self.authorize(&caller, *action, repo, &route, conn, &ctx)?;
                 if *action != Action::Pull {
-                    self.maintenance.admit_write(repo, *action)?;
+                    self.maintenance
+                        .admit_write(repo, *action)
+                        .inspect_err(|_| self.metrics.read_only_refusal())?;
                 }
                 if let Route::UploadStart { name } = &route {
                     self.check_mount(&mut req, &caller, name, conn)?;
@@ -308,7 +317,10 @@ impl Gate {
                     token: Some(claims),
                 })
             }
-            Credentials::Malformed => Err(self.challenge(ctx, None, None)),
+            Credentials::Malformed => {
+                self.metrics.auth_failure();
+                Err(self.challenge(ctx, None, None))
+            }
         }
     }
 
@@ -345,6 +357,7 @@ impl Gate {
         let who = &caller.identity;
         let rules_allow = self.access.decide(who, action, repo).allowed;
         let token_allows = caller.token.as_ref().is_none_or(|t| t.grants(repo, action));
+        self.metrics.decision(action, rules_allow && token_allows);
         let audit = |outcome: &str| {
             tracing::info!(
                 target: "audit",
@@ -479,10 +492,16 @@ pub struct AccessLog {
     status: StatusCode,
     bytes_in: Arc<AtomicU64>,
     bytes_out: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
+        let bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        let bytes_out = self.bytes_out.load(Ordering::Relaxed);
+        let kind = Kind::of(&self.path);
+        self.metrics
+            .request(&self.method, kind, self.status, bytes_in, bytes_out);
         tracing::info!(
             target: "access",
             client = %self.peer.ip(),
@@ -490,9 +509,9 @@ impl Drop for AccessLog {
             method = %self.method,
             path = %self.path,
             status = self.status.as_u16(),
-            bytes_in = self.bytes_in.load(Ordering::Relaxed),
-            bytes_out = self.bytes_out.load(Ordering::Relaxed),
-            ms = self.start.elapsed().as_millis() as u64,
+            bytes_in,
+            bytes_out,
+            duration_ms = self.start.elapsed().as_millis() as u64,
         );
     }
 }

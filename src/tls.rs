@@ -4,7 +4,8 @@
 //! PKCS#8, PKCS#1 RSA or SEC1 EC key), the check that key and certificate match, the rustls
 //! `ServerConfig` (TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`), and [`CertStore`], a
 //! resolver whose pair can be replaced for new connections without touching open ones.
-//! A pair that fails to load never replaces a good one. Does not own: watching the files
+//! A pair that fails to load never replaces a good one. Also reads the leaf's subject and
+//! notAfter (x509-parser) for the logs, the metrics and `check`. Does not own: watching the files
 //! (reload.rs) or accepting connections (server.rs).
 
 use std::path::{Path, PathBuf};
@@ -85,6 +86,79 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
+/// A certificate with fewer days left than this is warned about (log and `check`).
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// Now, in unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// What the logs, the metrics and `check` say about a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafInfo {
+    /// The subject's common name, or the whole subject when it has none.
+    pub subject: String,
+    /// notAfter, unix seconds.
+    pub not_after: i64,
+}
+
+impl LeafInfo {
+    /// notAfter as RFC 3339 UTC, e.g. `2026-08-01T12:00:00Z`.
+    pub fn not_after_utc(&self) -> String {
+        utc_text(self.not_after)
+    }
+
+    /// Whole days from `now` (unix seconds) to notAfter; negative once expired.
+    pub fn days_left(&self, now: i64) -> i64 {
+        (self.not_after - now).div_euclid(86_400)
+    }
+}
+
+/// Why a certificate's subject and dates could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the certificate's subject and validity: {0}")]
+pub struct LeafInfoError(String);
+
+/// Reads subject and notAfter from a DER certificate.
+pub fn leaf_info(der: &CertificateDer<'_>) -> Result<LeafInfo, LeafInfoError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| LeafInfoError(e.to_string()))?;
+    let subject = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map_or_else(|| cert.subject().to_string(), str::to_owned);
+    Ok(LeafInfo {
+        subject,
+        not_after: cert.validity().not_after.timestamp(),
+    })
+}
+
+/// Unix seconds as RFC 3339 UTC (days to civil date: H. Hinnant, "chrono-Compatible Low-Level
+/// Date Algorithms", `civil_from_days`).
+fn utc_text(unix: i64) -> String {
+    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
 /// The serving certificate, replaceable at run time.
 #[derive(Debug)]
 pub struct CertStore {
@@ -119,6 +193,11 @@ impl CertStore {
     pub fn leaf(&self) -> CertificateDer<'static> {
         let pair = self.current.read().unwrap_or_else(|e| e.into_inner());
         pair.cert[0].clone()
+    }
+
+    /// Subject and notAfter of the leaf currently served.
+    pub fn leaf_info(&self) -> Result<LeafInfo, LeafInfoError> {
+        leaf_info(&self.leaf())
     }
 }
 
@@ -193,6 +272,33 @@ mod tests {
         std::fs::write(&a.key, "-----BEGIN PRIVATE KEY-----\n!!!\n").unwrap();
         let err = load_pair(&a).unwrap_err().to_string();
         assert!(err.contains("a.key"), "{err}");
+    }
+
+    #[test]
+    fn reads_subject_and_not_after() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "gate.example");
+        params.not_after = rcgen::date_time_ymd(2031, 7, 15);
+        let cert = params.self_signed(&key).unwrap();
+        let info = leaf_info(cert.der()).unwrap();
+        assert_eq!(info.subject, "gate.example");
+        assert_eq!(info.not_after_utc(), "2031-07-15T00:00:00Z");
+        assert_eq!(info.not_after, 1_941_840_000);
+        assert_eq!(info.days_left(info.not_after - 86_400 * 3 - 1), 3);
+        assert_eq!(info.days_left(info.not_after + 1), -1);
+        assert!(leaf_info(&CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])).is_err());
+    }
+
+    #[test]
+    fn utc_text_matches_known_dates() {
+        assert_eq!(utc_text(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_text(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_text(1_767_225_599), "2025-12-31T23:59:59Z");
+        assert_eq!(utc_text(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(utc_text(67_090_118_400), "4096-01-01T00:00:00Z");
     }
 
     #[test]

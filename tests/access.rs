@@ -39,12 +39,21 @@ allow = ["pull", "push", "delete"]
 "#;
 
 async fn gate_with_rules(registry: &Registry, rules: &str) -> (Gate, std::path::PathBuf) {
+    gate_with_rules_and(registry, rules, "").await
+}
+
+/// A gate with `rules`, and `top` top-level config keys.
+async fn gate_with_rules_and(
+    registry: &Registry,
+    rules: &str,
+    top: &str,
+) -> (Gate, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap().keep();
     let path = dir.join("access.toml");
     std::fs::write(&path, rules).unwrap();
     let gate = Gate::start_with_users(
         &registry.url(),
-        &format!("[auth]\naccess = \"{}\"\n", path.display()),
+        &format!("{top}\n[auth]\naccess = \"{}\"\n", path.display()),
         USERS,
     )
     .await;
@@ -479,9 +488,17 @@ async fn rule_changes_apply_within_two_seconds_and_a_broken_file_keeps_the_old_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() {
     let registry = Registry::start();
-    let (gate, _) = gate_with_rules(&registry, RULES).await;
+    let (gate, _) = gate_with_rules_and(&registry, RULES, "admin_listen = \"127.0.0.1:0\"").await;
+    let admin = gate.admin_url().trim_start_matches("http://").to_owned();
     let alice = Api::new(&gate, false, Some(ALICE));
-    let gate_state = gate.running.as_ref().unwrap().gate.clone();
+    let cli = |args: &[&str]| {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_registry-gate"));
+        c.arg("read-only")
+            .args(args)
+            .args(["--admin", &admin])
+            .kill_on_drop(true);
+        c
+    };
 
     // A push starts: its upload session is open when the switch is thrown.
     let layer = random_bytes(2 << 20);
@@ -493,11 +510,18 @@ async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() 
     assert_eq!(r.status(), 202);
     let location = r.headers()["location"].to_str().unwrap().to_owned();
 
-    gate_state.maintenance.set_read_only(true);
-    let drain = tokio::spawn({
-        let g = gate_state.clone();
-        async move { g.maintenance.drain(Duration::from_secs(30)).await }
-    });
+    // `read-only on` returns only once that push is done.
+    let on = cli(&["on", "--timeout", "60"]).output();
+    let on = tokio::spawn(on);
+    let status = || async {
+        let out = cli(&["status"]).output().await.unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    eventually(Duration::from_secs(5), "read-only is on", || async {
+        status().await.contains("read-only: on")
+    })
+    .await;
+    assert!(!on.is_finished(), "`on` must wait for the push in flight");
 
     // A new push elsewhere is refused with the registry's JSON error.
     let r = alice
@@ -525,13 +549,17 @@ async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() 
     let (manifest, blobs) = alice
         .push_image("team-a/app", "v1", vec![layer.clone()])
         .await;
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(30), drain)
-            .await
-            .unwrap()
-            .unwrap(),
-        0
+    let out = tokio::time::timeout(Duration::from_secs(60), on)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pushes in flight: 0"));
 
     // Pulls keep working.
     assert_eq!(try_action(&alice, "pull", "team-a/app").await, 200);
@@ -571,6 +599,51 @@ async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() 
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    gate_state.maintenance.set_read_only(false);
+    let out = cli(&["off"]).output().await.unwrap();
+    assert!(out.status.success());
     assert_eq!(try_action(&alice, "push", "team-a/other").await, 202);
+
+    // The refusals and decisions are counted.
+    let metrics = gate
+        .pki
+        .client(false)
+        .get(format!("{}/metrics", gate.admin_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("registry_gate_read_only_refusals_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "registry_gate_access_decisions_total{action=\"delete\",outcome=\"allowed\"} 1"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_on_times_out_reporting_open_pushes() {
+    let registry = Registry::start();
+    let (gate, _) = gate_with_rules_and(&registry, RULES, "admin_listen = \"127.0.0.1:0\"").await;
+    let admin = gate.admin_url().trim_start_matches("http://").to_owned();
+    let alice = Api::new(&gate, false, Some(ALICE));
+    let r = alice
+        .req(Method::POST, "/v2/team-a/app/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_registry-gate"))
+        .args(["read-only", "on", "--timeout", "1", "--admin", &admin])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pushes in flight: 1"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not safe to garbage-collect"));
 }

@@ -2,7 +2,8 @@
 //!
 //! Owns: parsing the `Authorization` header (malformed values are a failed login, never a 400
 //! or a panic; `Basic Og==`, an empty user and password, is anonymous), the order of the checks
-//! (cache, then brake, then a slow hash on a bounded blocking pool), and the 401/429 errors.
+//! (cache, then brake, then a slow hash on a bounded blocking pool), the 401/429 errors, and
+//! counting each outcome in the metrics.
 //! Does not own: the file format (htpasswd.rs), the cache (cache.rs), the brake (brake.rs).
 
 pub mod brake;
@@ -20,6 +21,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::AuthConfig;
 use crate::error::{Challenge, GateError};
+use crate::metrics::Metrics;
 use brake::Brake;
 use cache::CredentialCache;
 use users::{UserStore, UsersError};
@@ -107,10 +109,11 @@ pub struct Authenticator {
     brake: Brake,
     hash_slots: Semaphore,
     realm: String,
+    metrics: Arc<Metrics>,
 }
 
 impl Authenticator {
-    pub fn new(config: &AuthConfig) -> Result<Self, UsersError> {
+    pub fn new(config: &AuthConfig, metrics: Arc<Metrics>) -> Result<Self, UsersError> {
         let users = Arc::new(UserStore::load(config.htpasswd.clone())?);
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Authenticator {
@@ -119,6 +122,7 @@ impl Authenticator {
             brake: Brake::new(config.brake_failures, config.brake_window),
             hash_slots: Semaphore::new(cores),
             realm: config.realm.clone(),
+            metrics,
         })
     }
 
@@ -160,9 +164,11 @@ impl Authenticator {
         };
         let tag = self.cache.tag(&user, &password, &hash.stored());
         if known && self.cache.hit(&tag) {
+            self.metrics.auth_success(true);
             return Ok(Identity::User(user.into()));
         }
         if let Some(retry_after) = self.brake.wait(peer) {
+            self.metrics.auth_throttled();
             return Err(GateError::TooManyRequests { retry_after });
         }
         let ok = self
@@ -182,9 +188,11 @@ impl Authenticator {
             .await;
         if ok && known {
             self.cache.remember(tag);
+            self.metrics.auth_success(false);
             Ok(Identity::User(user.into()))
         } else {
             self.brake.fail(peer);
+            self.metrics.auth_failure();
             tracing::info!(user = %user, client = %peer, "failed login");
             Err(self.challenge())
         }

@@ -41,6 +41,11 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Registry {
+        Registry::start_on("127.0.0.1:0".parse().unwrap())
+    }
+
+    /// Starts a registry on `addr` (port 0 picks one), e.g. to replace a stopped one.
+    pub fn start_on(addr: SocketAddr) -> Registry {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: install Debian's docker-registry package (see .ci/run)"
@@ -50,7 +55,7 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n  secret: test-secret\n",
+                "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: test-secret\n",
                 dir.path().join("data").display()
             ),
         )
@@ -264,6 +269,7 @@ pub const BOB: (&str, &str) = ("bob", "bob-secret");
 
 impl Gate {
     /// Starts a gate in front of `upstream` with users alice and bob and `extra` TOML appended.
+    /// The admin listener is off unless `extra` sets `admin_listen` (e.g. "127.0.0.1:0").
     pub async fn start(upstream: &str, extra: &str) -> Gate {
         Gate::start_with_users(upstream, extra, &[ALICE, BOB]).await
     }
@@ -294,8 +300,13 @@ impl Gate {
             ),
             None => (format!("[auth]\n{auth_line}"), sections),
         };
+        let admin = if top.contains("admin_listen") {
+            ""
+        } else {
+            "admin_listen = \"\"\n"
+        };
         let text = format!(
-            "listen = \"127.0.0.1:0\"\nadmin_listen = \"\"\nupstream = \"{upstream}\"\n{top}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n{auth}{sections}\n",
+            "listen = \"127.0.0.1:0\"\n{admin}upstream = \"{upstream}\"\n{top}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n{auth}{sections}\n",
             pki.cert.display(),
             pki.key.display(),
         );
@@ -310,6 +321,12 @@ impl Gate {
             htpasswd,
             config_path,
         }
+    }
+
+    /// `http://ADDR` of the admin listener (started with `admin_listen` in `extra`).
+    pub fn admin_url(&self) -> String {
+        let addr = self.running.as_ref().and_then(|r| r.admin_addr);
+        format!("http://{}", addr.expect("admin listener is off"))
     }
 
     /// `https://localhost:PORT`
