@@ -520,7 +520,7 @@ impl Drop for AccessLog {
 pub fn plain_http_on_tls_port() -> Vec<u8> {
     let body = serde_json::json!({"errors": [{
         "code": "UNSUPPORTED",
-        "message": "this port speaks HTTPS; the request was sent as plain HTTP",
+        "message": "this port speaks HTTPS; the request was sent as plain HTTP (docker retries over plain HTTP after an HTTPS error, such as missing credentials: try docker login first)",
         "detail": null
     }]})
     .to_string();
