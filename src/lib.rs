@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod check;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod logging;
 pub mod proxy;

@@ -2,8 +2,9 @@
 //!
 //! Order: old docker clients get 404 on `/v2/`; a CORS preflight is answered here, before
 //! authentication, and never forwarded; then identity (auth/), then routing: `/v2` to the
-//! registry, `/ui` to the UI, anything else a JSON 404. Every `Err` on the way becomes a response
-//! in one place (`error::to_response`). Does not own: how each step works.
+//! registry, anything else a JSON 404. Every `Err` on the way becomes a response in one place
+//! (`error::to_response`), and `handle` sets the CORS headers on every answer (cors.rs).
+//! Does not own: how each step works.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use hyper::body::Incoming;
 use crate::auth::{Authenticator, Identity};
 use crate::body::WithGuard;
 use crate::config::Config;
+use crate::cors::{self, Cors};
 use crate::error::{self, Body, GateError};
 use crate::proxy::{Proxy, headers::Hop};
 use crate::ua;
@@ -35,6 +37,7 @@ pub struct Gate {
     proxy: Proxy,
     block_old_clients: bool,
     trusted_proxies: Vec<std::net::IpAddr>,
+    cors: Option<Cors>,
 }
 
 /// Why the gate could not be assembled.
@@ -53,6 +56,7 @@ impl Gate {
             proxy: Proxy::new(&config.upstream, &config.timeouts)?,
             block_old_clients: config.block_old_clients,
             trusted_proxies: config.trusted_proxies.clone(),
+            cors: config.cors.as_ref().map(Cors::new),
         })
     }
 
@@ -72,7 +76,13 @@ impl Gate {
             bytes_in: Arc::new(AtomicU64::new(0)),
             bytes_out: Arc::new(AtomicU64::new(0)),
         };
-        let resp = match self.pipeline(req, conn, &mut log).await {
+        // CORS: decided from the request before the pipeline consumes it.
+        let cors_origin = self
+            .cors
+            .as_ref()
+            .and_then(|c| c.allowed_origin(req.headers()));
+        let preflight = cors::is_preflight(req.method(), req.headers());
+        let mut resp = match self.pipeline(req, conn, &mut log).await {
             Ok(resp) => resp,
             Err(e) => {
                 if e.status().is_server_error() {
@@ -81,6 +91,10 @@ impl Gate {
                 error::to_response(&e)
             }
         };
+        // Every answer but the preflight's own (proxied, generated, errors) is decorated here.
+        if !(preflight && resp.status() == StatusCode::NO_CONTENT) {
+            cors::decorate(self.cors.as_ref(), cors_origin.as_ref(), resp.headers_mut());
+        }
         log.status = resp.status();
         let (parts, body) = resp.into_parts();
         Response::from_parts(parts, WithGuard::new(body, log).boxed())
@@ -103,6 +117,9 @@ impl Gate {
             return Err(GateError::NotFound(
                 "this docker client is too old for this registry",
             ));
+        }
+        if let Some(resp) = cors::preflight(self.cors.as_ref(), req.method(), req.headers()) {
+            return Ok(resp);
         }
         if req.method() == Method::CONNECT || req.headers().contains_key(header::UPGRADE) {
             return Err(GateError::Unsupported(
