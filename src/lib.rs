@@ -16,6 +16,7 @@ pub mod server;
 pub mod service;
 pub mod tls;
 pub mod ua;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

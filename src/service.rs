@@ -1,10 +1,10 @@
 //! The request pipeline: one function that reads top to bottom, and the access log.
 //!
 //! Order: old docker clients get 404 on `/v2/`; a CORS preflight is answered here, before
-//! authentication, and never forwarded; then identity (auth/), then routing: `/v2` to the
-//! registry, anything else a JSON 404. Every `Err` on the way becomes a response in one place
-//! (`error::to_response`), and `handle` sets the CORS headers on every answer (cors.rs).
-//! Does not own: how each step works.
+//! authentication, and never forwarded; then routing: `/ui` to the UI (behind auth only with
+//! `[ui] auth`), `/v2` to identity (auth/) and the registry, anything else a JSON 404. Every `Err`
+//! on the way becomes a response in one place (`error::to_response`), and `handle` sets the CORS
+//! headers on every answer (cors.rs). Does not own: how each step works.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use crate::cors::{self, Cors};
 use crate::error::{self, Body, GateError};
 use crate::proxy::{Proxy, headers::Hop};
 use crate::ua;
+use crate::ui::{self, Ui};
 
 /// What the server knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +39,7 @@ pub struct Gate {
     block_old_clients: bool,
     trusted_proxies: Vec<std::net::IpAddr>,
     cors: Option<Cors>,
+    ui: Option<Ui>,
 }
 
 /// Why the gate could not be assembled.
@@ -47,6 +49,8 @@ pub enum GateSetupError {
     Users(#[from] crate::auth::users::UsersError),
     #[error(transparent)]
     Upstream(#[from] crate::proxy::UpstreamSetupError),
+    #[error(transparent)]
+    Ui(#[from] crate::ui::UiError),
 }
 
 impl Gate {
@@ -57,6 +61,11 @@ impl Gate {
             block_old_clients: config.block_old_clients,
             trusted_proxies: config.trusted_proxies.clone(),
             cors: config.cors.as_ref().map(Cors::new),
+            ui: config
+                .ui
+                .as_ref()
+                .map(|ui| Ui::load(ui, config.public_url.as_deref()))
+                .transpose()?,
         })
     }
 
@@ -125,6 +134,18 @@ impl Gate {
             return Err(GateError::Unsupported(
                 "CONNECT and protocol upgrades are not supported".into(),
             ));
+        }
+        if let Some(ui) = &self.ui
+            && ui::is_ui_path(path)
+        {
+            if ui.needs_auth() {
+                let identity = self.auth.identify(req.headers(), conn.peer.ip()).await?;
+                log.user = identity.clone();
+                if identity == Identity::Anonymous {
+                    return Err(self.auth.challenge());
+                }
+            }
+            return ui.serve(req.method(), req.uri(), req.headers());
         }
         if !is_registry {
             return Err(GateError::NotFound("not found"));
