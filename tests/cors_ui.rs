@@ -673,3 +673,14 @@ async fn a_ui_folder_that_is_missing_or_too_big_stops_the_start() {
         .to_string();
     assert!(err.contains("more than"), "{err}");
 }
+
+#[test]
+fn the_ui_example_config_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ui.toml");
+    let config = registry_gate::config::Config::load(Some(&path), std::iter::empty()).unwrap();
+    let ui = config.ui.unwrap();
+    assert_eq!(ui.dir, Path::new("/srv/registry-ui"));
+    assert!(!ui.auth);
+    assert_eq!(ui.vars["DELETE_IMAGES"], "true");
+    assert!(config.cors.is_none(), "the same-origin UI needs no [cors]");
+}
