@@ -68,7 +68,8 @@ pub struct Ui {
     files: HashMap<String, Asset>,
     auth: bool,
     vars: BTreeMap<String, String>,
-    public_url: Option<String>,
+    /// `public_url` and its `host[:port]`, the defaults of `REGISTRY_URL` and `PULL_URL`.
+    public: Option<(String, String)>,
 }
 
 impl Ui {
@@ -113,8 +114,20 @@ impl Ui {
             files: walk.files,
             auth: config.auth,
             vars: config.vars.clone(),
-            public_url: public_url.map(str::to_owned),
+            public: public_url.map(|url| {
+                let authority = url
+                    .parse::<Uri>()
+                    .ok()
+                    .and_then(|u| u.authority().map(|a| a.as_str().to_owned()))
+                    .unwrap_or_default();
+                (url.to_owned(), authority)
+            }),
         })
+    }
+
+    /// How many files were loaded.
+    pub fn file_count(&self) -> usize {
+        self.files.len()
     }
 
     /// `[ui] auth`: the UI is behind the same Basic auth as the registry.
@@ -150,8 +163,8 @@ impl Ui {
         };
         let (body, etag) = match &asset.template {
             Some(t) => {
-                let rendered =
-                    Bytes::from(t.render(&|name| self.value(name, request_host(uri, request))));
+                let host = request_host(uri, request);
+                let rendered = Bytes::from(t.render(&|name| self.value(name, host)));
                 let etag = etag_of(&rendered);
                 (rendered, etag)
             }
@@ -166,17 +179,13 @@ impl Ui {
             return v.clone();
         }
         match name {
-            "REGISTRY_URL" => match (&self.public_url, host) {
-                (Some(url), _) => url.clone(),
+            "REGISTRY_URL" => match (&self.public, host) {
+                (Some((url, _)), _) => url.clone(),
                 (None, Some(host)) => format!("https://{host}"),
                 (None, None) => String::new(),
             },
-            "PULL_URL" => match (&self.public_url, host) {
-                (Some(url), _) => url
-                    .parse::<Uri>()
-                    .ok()
-                    .and_then(|u| u.authority().map(|a| a.as_str().to_owned()))
-                    .unwrap_or_default(),
+            "PULL_URL" => match (&self.public, host) {
+                (Some((_, authority)), _) => authority.clone(),
                 (None, Some(host)) => host.to_owned(),
                 (None, None) => String::new(),
             },
