@@ -100,6 +100,23 @@ pub fn run(file: Option<&Path>) -> ExitCode {
             }
         },
     }
+    if let Some(ui) = &config.ui {
+        match crate::ui::Ui::load(ui, config.public_url.as_deref()) {
+            Ok(loaded) => println!(
+                "ui: {} file(s) from {} under /ui/{}",
+                loaded.file_count(),
+                ui.dir.display(),
+                if ui.auth { ", behind auth" } else { "" }
+            ),
+            Err(e) => {
+                eprintln!("error: {e}");
+                problems += 1;
+            }
+        }
+    }
+    if let Some(cors) = &config.cors {
+        println!("cors: allowed origins {}", cors.allow_origins.join(", "));
+    }
     if let Some(a) = config.listen {
         println!("listen: https://{a}");
     }

@@ -10,6 +10,7 @@ pub mod body;
 pub mod catalog;
 pub mod check;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod htpasswd_cli;
 pub mod logging;
@@ -26,6 +27,7 @@ pub mod tls;
 pub mod token;
 pub mod token_endpoint;
 pub mod ua;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

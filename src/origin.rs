@@ -7,36 +7,40 @@
 
 use http::{HeaderMap, Uri, header};
 
-/// True for `name`, `name:port`, `1.2.3.4:port` or `[v6]:port`, with DNS-name characters.
-pub fn is_valid_host(host: &str) -> bool {
-    let (name, port) = match host.rsplit_once(':') {
-        Some((n, _)) if !n.ends_with(']') && n.contains(':') => (host, None), // bare IPv6: refuse below
-        Some((n, p)) => (n, Some(p)),
-        None => (host, None),
-    };
-    if let Some(p) = port
-        && (p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()))
-    {
+/// `name[:port]` with a name of `[A-Za-z0-9.-]`, or `[IPv6][:port]`. Nothing else is trusted
+/// into what the gate writes.
+pub fn is_valid_host(s: &str) -> bool {
+    if s.is_empty() || s.len() > 255 {
         return false;
     }
-    if let Some(v6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
-        return v6.parse::<std::net::Ipv6Addr>().is_ok();
+    let port_ok = |p: &str| {
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
+    };
+    if let Some(rest) = s.strip_prefix('[') {
+        let Some((ip, after)) = rest.split_once(']') else {
+            return false;
+        };
+        return ip.parse::<std::net::Ipv6Addr>().is_ok()
+            && (after.is_empty() || after.strip_prefix(':').is_some_and(port_ok));
     }
+    let (name, port) = match s.split_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (s, None),
+    };
     !name.is_empty()
-        && name.len() <= 253
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && port.is_none_or(port_ok)
 }
 
-/// The request's host (Host header, or the h2 `:authority`), when well formed.
-pub fn request_host(headers: &HeaderMap, uri: &Uri) -> Option<String> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| uri.authority().map(|a| a.as_str().to_owned()))?;
-    is_valid_host(&host).then_some(host)
+/// The request's own `host[:port]` (h2 `:authority`, else `Host`), when it is well formed.
+pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str> {
+    let host = match uri.authority() {
+        Some(a) => a.as_str(),
+        None => headers.get(header::HOST)?.to_str().ok()?,
+    };
+    is_valid_host(host).then_some(host)
 }
 
 /// The origin (`https://host:port`) the gate is reached at for this request.

@@ -1,10 +1,12 @@
 //! The request pipeline: one function that reads top to bottom, and the access log.
 //!
 //! Order: old docker clients get 404 on `/v2/`; a CORS preflight is answered here, before
-//! authentication, and never forwarded; then identity (auth/), then routing: `/v2` to the
-//! registry, `/ui` to the UI, anything else a JSON 404. Every `Err` on the way becomes a response
-//! in one place (`error::to_response`). Every finished request is counted in the metrics by the
-//! same guard that writes its access-log line. Does not own: how each step works.
+//! authentication, and never forwarded; then routing: `/ui` to the UI (behind auth only with
+//! `[ui] auth`), `/token` to the token endpoint (token mode), `/v2` to identity (auth/), the
+//! decision (access.rs) and the registry, anything else a JSON 404. Every `Err` on the way
+//! becomes a response in one place (`error::to_response`), and `handle` sets the CORS headers on
+//! every answer (cors.rs). Every finished request is counted in the metrics by the same guard
+//! that writes its access-log line. Does not own: how each step works.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,12 +21,14 @@ use crate::access::{AccessControl, Action};
 use crate::auth::{self, Authenticator, Credentials, Identity};
 use crate::body::WithGuard;
 use crate::config::{AuthMode, Config};
+use crate::cors::{self, Cors};
 use crate::error::{self, Body, Challenge, GateError};
 use crate::maintenance::Maintenance;
 use crate::metrics::{Kind, Metrics};
 use crate::proxy::{Proxy, headers::Hop};
 use crate::route::{self, Route, RouteError};
 use crate::token::{Claims, Tokens};
+use crate::ui::{self, Ui};
 use crate::{catalog, origin, query, token_endpoint, ua};
 
 /// What the server knows about the connection a request came on.
@@ -70,6 +74,8 @@ pub struct Gate {
     proxy: Proxy,
     block_old_clients: bool,
     trusted_proxies: Vec<std::net::IpAddr>,
+    cors: Option<Cors>,
+    ui: Option<Ui>,
 }
 
 /// Why the gate could not be assembled.
@@ -83,6 +89,8 @@ pub enum GateSetupError {
     Access(#[from] crate::access::AccessError),
     #[error(transparent)]
     Token(#[from] crate::token::TokenError),
+    #[error(transparent)]
+    Ui(#[from] crate::ui::UiError),
 }
 
 impl Gate {
@@ -105,6 +113,12 @@ impl Gate {
             metrics,
             block_old_clients: config.block_old_clients,
             trusted_proxies: config.trusted_proxies.clone(),
+            cors: config.cors.as_ref().map(Cors::new),
+            ui: config
+                .ui
+                .as_ref()
+                .map(|ui| Ui::load(ui, config.public_url.as_deref()))
+                .transpose()?,
         })
     }
 
@@ -125,7 +139,13 @@ impl Gate {
             bytes_out: Arc::new(AtomicU64::new(0)),
             metrics: self.metrics.clone(),
         };
-        let resp = match self.pipeline(req, conn, &mut log).await {
+        // CORS: decided from the request before the pipeline consumes it.
+        let cors_origin = self
+            .cors
+            .as_ref()
+            .and_then(|c| c.allowed_origin(req.headers()));
+        let preflight = cors::is_preflight(req.method(), req.headers());
+        let mut resp = match self.pipeline(req, conn, &mut log).await {
             Ok(resp) => resp,
             Err(e) => {
                 if e.status().is_server_error() {
@@ -134,6 +154,10 @@ impl Gate {
                 error::to_response(&e)
             }
         };
+        // Every answer but the preflight's own (proxied, generated, errors) is decorated here.
+        if !(preflight && resp.status() == StatusCode::NO_CONTENT) {
+            cors::decorate(self.cors.as_ref(), cors_origin.as_ref(), resp.headers_mut());
+        }
         log.status = resp.status();
         let (parts, body) = resp.into_parts();
         Response::from_parts(parts, WithGuard::new(body, log).boxed())
@@ -157,6 +181,9 @@ impl Gate {
             return Err(GateError::NotFound(
                 "this docker client is too old for this registry",
             ));
+        }
+        if let Some(resp) = cors::preflight(self.cors.as_ref(), req.method(), req.headers()) {
+            return Ok(resp);
         }
         if req.method() == Method::CONNECT || req.headers().contains_key(header::UPGRADE) {
             return Err(GateError::Unsupported(
@@ -182,6 +209,25 @@ impl Gate {
             },
             origin,
         };
+        if let Some(ui) = &self.ui
+            && ui::is_ui_path(path)
+        {
+            if ui.needs_auth() {
+                // A browser cannot follow a Bearer challenge: the UI always asks for Basic.
+                let caller = self
+                    .caller(req.headers(), conn, &ctx)
+                    .await
+                    .map_err(|e| match e {
+                        GateError::Unauthorized(_) => self.auth.challenge(),
+                        other => other,
+                    })?;
+                log.user = caller.identity.clone();
+                if caller.identity == Identity::Anonymous {
+                    return Err(self.auth.challenge());
+                }
+            }
+            return ui.serve(req.method(), req.uri(), req.headers());
+        }
         if !is_registry {
             if self.tokens.is_some() && path == "/token" {
                 return token_endpoint::serve(self, req, conn, &ctx, log).await;

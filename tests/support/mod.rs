@@ -142,6 +142,9 @@ pub struct Pki {
     /// A folder with `ca.crt`, for skopeo/podman `--cert-dir`.
     pub cert_dir: PathBuf,
     pub ca_file: PathBuf,
+    /// Base64 SHA-256 of the server certificate's SubjectPublicKeyInfo, as Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes it.
+    pub leaf_spki_sha256: String,
     ca_key: rcgen::KeyPair,
     ca_params: rcgen::CertificateParams,
     ca_der: Vec<u8>,
@@ -176,6 +179,7 @@ impl Pki {
             ca_pem,
             cert_dir,
             ca_file,
+            leaf_spki_sha256: String::new(),
             ca_key,
             ca_params,
             ca_der,
@@ -198,6 +202,11 @@ impl Pki {
             .push(rcgen::DnType::CommonName, cn);
         let issuer = rcgen::Issuer::from_params(&self.ca_params, &self.ca_key);
         let leaf = params.signed_by(&leaf_key, &issuer).unwrap();
+        let spki = rcgen::PublicKeyData::subject_public_key_info(&leaf_key);
+        self.leaf_spki_sha256 = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            ring::digest::digest(&ring::digest::SHA256, &spki),
+        );
         let chain = format!("{}{}", leaf.pem(), self.ca_pem);
         write_atomic(cert, chain.as_bytes());
         write_atomic(key, leaf_key.serialize_pem().as_bytes());
