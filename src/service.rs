@@ -190,43 +190,11 @@ impl Gate {
                 "CONNECT and protocol upgrades are not supported".into(),
             ));
         }
-        let origin = origin::public_origin(
-            self.public_url.as_deref(),
-            req.headers(),
-            req.uri(),
-            conn.tls,
-        );
-        let ctx = RequestCtx {
-            service: match &self.tokens {
-                Some(t) => t.service.clone().unwrap_or_else(|| {
-                    origin
-                        .as_deref()
-                        .map(origin::host_of)
-                        .unwrap_or("")
-                        .to_owned()
-                }),
-                None => String::new(),
-            },
-            origin,
-        };
+        let ctx = self.request_ctx(&req, conn);
         if let Some(ui) = &self.ui
             && ui::is_ui_path(path)
         {
-            if ui.needs_auth() {
-                // A browser cannot follow a Bearer challenge: the UI always asks for Basic.
-                let caller = self
-                    .caller(req.headers(), conn, &ctx)
-                    .await
-                    .map_err(|e| match e {
-                        GateError::Unauthorized(_) => self.auth.challenge(),
-                        other => other,
-                    })?;
-                log.user = caller.identity.clone();
-                if caller.identity == Identity::Anonymous {
-                    return Err(self.auth.challenge());
-                }
-            }
-            return ui.serve(req.method(), req.uri(), req.headers());
+            return self.serve_ui(ui, &req, conn, &ctx, log).await;
         }
         if !is_registry {
             if self.tokens.is_some() && path == "/token" {
@@ -315,6 +283,53 @@ impl Gate {
                 .insert(error::API_VERSION_HEADER, error::API_VERSION);
         }
         Ok(resp)
+    }
+
+    /// Where this request reached the gate: its public origin and, in token mode, the service.
+    fn request_ctx(&self, req: &Request<Incoming>, conn: ConnInfo) -> RequestCtx {
+        let origin = origin::public_origin(
+            self.public_url.as_deref(),
+            req.headers(),
+            req.uri(),
+            conn.tls,
+        );
+        let service = match &self.tokens {
+            Some(t) => t.service.clone().unwrap_or_else(|| {
+                origin
+                    .as_deref()
+                    .map(origin::host_of)
+                    .unwrap_or("")
+                    .to_owned()
+            }),
+            None => String::new(),
+        };
+        RequestCtx { origin, service }
+    }
+
+    /// The UI's files, behind Basic auth when `[ui] auth` asks for it.
+    async fn serve_ui(
+        &self,
+        ui: &Ui,
+        req: &Request<Incoming>,
+        conn: ConnInfo,
+        ctx: &RequestCtx,
+        log: &mut AccessLog,
+    ) -> Result<Response<Body>, GateError> {
+        if ui.needs_auth() {
+            // A browser cannot follow a Bearer challenge: the UI always asks for Basic.
+            let caller = self
+                .caller(req.headers(), conn, ctx)
+                .await
+                .map_err(|e| match e {
+                    GateError::Unauthorized(_) => self.auth.challenge(),
+                    other => other,
+                })?;
+            log.user = caller.identity.clone();
+            if caller.identity == Identity::Anonymous {
+                return Err(self.auth.challenge());
+            }
+        }
+        ui.serve(req.method(), req.uri(), req.headers())
     }
 
     /// Who is asking: anonymous, a user by password, or the holder of a token.
