@@ -3,7 +3,7 @@
 //! Owns: [`Tracked`], a body wrapper that forwards frames untouched (no buffering, back-pressure
 //! kept: it is polled only when its reader wants more), counts the bytes, and fails the stream
 //! when no frame moved for the idle timeout. It never limits a transfer's total time.
-//! Does not own: what the counts are used for (service.rs logs them).
+//! Does not own: what the counts are used for (http/service.rs logs them).
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! Owns: [`GateError`], its mapping to a status and a registry error code, and the JSON envelope
 //! `{"errors":[{"code":..,"message":..,"detail":..}]}` that docker, podman and skopeo parse
 //! (an HTML body makes docker print "invalid character '<'"). Every generated response carries
-//! `Docker-Distribution-Api-Version: registry/2.0`. Does not own: CORS decoration (cors.rs).
+//! `Docker-Distribution-Api-Version: registry/2.0`. Does not own: CORS decoration (http/cors.rs).
 
 use std::time::Duration;
 

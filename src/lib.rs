@@ -3,31 +3,17 @@
 //! [`start`] assembles the parts from a [`config::Config`] and binds the listeners;
 //! [`run`] adds signal handling around it. Each module owns one concern; see its header.
 
-pub mod access;
-pub mod admin;
 pub mod auth;
+pub mod authz;
 pub mod body;
-pub mod catalog;
-pub mod check;
+pub mod cli;
 pub mod config;
-pub mod cors;
 pub mod error;
-pub mod htpasswd_cli;
-pub mod logging;
-pub mod maintenance;
-pub mod metrics;
-pub mod origin;
-pub mod proxy;
-pub mod query;
-pub mod reload;
-pub mod route;
-pub mod server;
-pub mod service;
-pub mod tls;
+pub mod http;
+pub mod net;
+pub mod ops;
 pub mod token;
-pub mod token_endpoint;
-pub mod ua;
-pub mod ui;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,7 +23,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use config::Config;
-use service::{Gate, GateSetupError};
+use http::service::{Gate, GateSetupError};
+use net::{admin, server, tls};
+use ops::reload;
 use tls::{CertStore, TlsError};
 
 /// Why the gate could not start.

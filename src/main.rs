@@ -33,7 +33,7 @@ enum Command {
     /// Manage an htpasswd file: add, set, delete, verify, list (no apache2-utils needed).
     Htpasswd {
         #[command(subcommand)]
-        action: registry_gate::htpasswd_cli::Command,
+        action: registry_gate::cli::htpasswd::Command,
     },
     /// Write a new random signing key for token mode (`[auth] token_key`).
     TokenKey {
@@ -88,8 +88,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, log_format } => serve(config, log_format),
-        Command::Check { config } => registry_gate::check::run(config.as_deref()),
-        Command::Htpasswd { action } => registry_gate::htpasswd_cli::run(action),
+        Command::Check { config } => registry_gate::cli::check::run(config.as_deref()),
+        Command::Htpasswd { action } => registry_gate::cli::htpasswd::run(action),
         Command::TokenKey { file, force } => match registry_gate::token::write_key(&file, force) {
             Ok(()) => {
                 println!("wrote a new token key to {}", file.display());
@@ -108,13 +108,18 @@ fn main() -> ExitCode {
                     repo,
                     action,
                 },
-        } => registry_gate::check::explain(config.as_deref(), &user, &repo, &action),
+        } => registry_gate::cli::check::explain(config.as_deref(), &user, &repo, &action),
         Command::ReadOnly {
             state,
             config,
             admin,
             timeout,
-        } => registry_gate::maintenance::cli(&state, config.as_deref(), admin.as_deref(), timeout),
+        } => registry_gate::ops::maintenance::cli(
+            &state,
+            config.as_deref(),
+            admin.as_deref(),
+            timeout,
+        ),
     }
 }
 
@@ -135,7 +140,7 @@ fn serve(config: Option<PathBuf>, log_format: Option<String>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     }
-    let _log_guard = registry_gate::logging::init(&config.log);
+    let _log_guard = registry_gate::ops::logging::init(&config.log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -655,7 +655,7 @@ async fn a_ui_folder_that_is_missing_or_too_big_stops_the_start() {
         auth: false,
         vars: Default::default(),
     };
-    let err = registry_gate::ui::Ui::load(&config, None)
+    let err = registry_gate::http::ui::Ui::load(&config, None)
         .err()
         .unwrap()
         .to_string();
@@ -664,10 +664,10 @@ async fn a_ui_folder_that_is_missing_or_too_big_stops_the_start() {
     let big = dir.path().join("big");
     std::fs::create_dir(&big).unwrap();
     let file = std::fs::File::create(big.join("huge.bin")).unwrap();
-    file.set_len(registry_gate::ui::MAX_TOTAL_BYTES + 1)
+    file.set_len(registry_gate::http::ui::MAX_TOTAL_BYTES + 1)
         .unwrap();
     let config = registry_gate::config::UiConfig { dir: big, ..config };
-    let err = registry_gate::ui::Ui::load(&config, None)
+    let err = registry_gate::http::ui::Ui::load(&config, None)
         .err()
         .unwrap()
         .to_string();

@@ -3,10 +3,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use registry_gate::route;
+use registry_gate::http::route;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = registry_gate::ua::is_old_docker_client(data);
+    let _ = registry_gate::http::ua::is_old_docker_client(data);
     let Ok(path) = std::str::from_utf8(data) else {
         return;
     };

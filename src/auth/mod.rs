@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::AuthConfig;
 use crate::error::{Challenge, GateError};
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use brake::Brake;
 use cache::CredentialCache;
 use users::{UserStore, UsersError};
@@ -51,7 +51,7 @@ pub enum Credentials {
         user: String,
         password: Vec<u8>,
     },
-    /// A token from the token flow (checked by token.rs).
+    /// A token from the token flow (checked by token/)).
     Bearer(String),
     Malformed,
 }

@@ -4,7 +4,7 @@
 //! new table only when the file could be read and gave at least one usable line (a file that
 //! cannot be read or parsed at all keeps the last good users). Also owns the dummy hash an
 //! unknown user is checked against, so that an unknown user costs as much as a wrong password.
-//! Does not own: noticing that the file changed (reload.rs).
+//! Does not own: noticing that the file changed (ops/reload.rs).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@
 //! manifest is stored, with a grace period after the last blob for the manifest to arrive;
 //! abandoned pushes expire. While read-only, pushes already in flight may finish; new pushes
 //! and deletes get 405 `UNSUPPORTED`, as the registry's own read-only mode answers.
-//! Does not own: the admin endpoint's transport (admin.rs) or the decision to push (access.rs).
+//! Does not own: the admin endpoint's transport (net/admin.rs) or the decision to push (authz/rules.rs).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, Method, StatusCode};
 use tokio::sync::Notify;
 
-use crate::access::Action;
+use crate::authz::Action;
 use crate::error::GateError;
-use crate::route::Route;
+use crate::http::route::Route;
 
 /// After its last upload request, a repository waits this long for its manifest.
 const MANIFEST_GRACE: Duration = Duration::from_secs(30);
@@ -166,10 +166,10 @@ pub async fn admin_endpoint(
     let answer = |left: usize| {
         serde_json::json!({ "read_only": m.is_read_only(), "pushes_in_flight": left }).to_string()
     };
-    match (method, crate::query::param(query, "state").as_deref()) {
+    match (method, crate::http::query::param(query, "state").as_deref()) {
         (&Method::GET, _) => (StatusCode::OK, answer(m.in_flight())),
         (&Method::POST, Some("on")) => {
-            let timeout = crate::query::param(query, "timeout")
+            let timeout = crate::http::query::param(query, "timeout")
                 .and_then(|t| t.parse().ok())
                 .map_or(Duration::from_secs(300), Duration::from_secs);
             m.set_read_only(true);

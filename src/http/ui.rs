@@ -4,7 +4,7 @@
 //! Owns: loading the `[ui] dir` folder into memory once, at start (restart the gate to pick up
 //! changes), `${NAME}` templating of `index.html`, and the GET/HEAD answers (content type, ETag,
 //! Last-Modified, 304, Range, `X-Content-Type-Options: nosniff`). Does not own: authentication
-//! (service.rs decides, from `[ui] auth`) or CORS (cors.rs).
+//! (http/service.rs decides, from `[ui] auth`) or CORS (http/cors.rs).
 //!
 //! Path safety, in this order. At load: dotfiles and dot-folders are skipped; a symlink is kept
 //! only when its canonical target lies inside the canonical root and has no dot-component on the
@@ -25,7 +25,7 @@ use http::{Method, Response, StatusCode, Uri};
 
 use crate::config::UiConfig;
 use crate::error::{self, Body, GateError};
-use crate::origin;
+use crate::http::origin;
 
 /// The UI is held in memory: at most this many bytes of files.
 pub const MAX_TOTAL_BYTES: u64 = 64 << 20;

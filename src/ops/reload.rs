@@ -5,7 +5,7 @@
 //! replace a file rather than write it, which ends a watch on the file itself), comparing a
 //! fingerprint so only what changed is reloaded, and logging and counting each outcome (with the
 //! certificate's subject and expiry, at start too: [`certificate_in_force`]). A failed reload keeps
-//! the last good state (the stores guarantee it). Does not own: loading (tls.rs, auth/users.rs).
+//! the last good state (the stores guarantee it). Does not own: loading (net/tls.rs, auth/users.rs).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime};
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, watch};
 
-use crate::metrics::{Metrics, ReloadKind};
-use crate::service::Gate;
-use crate::tls::CertStore;
+use crate::http::service::Gate;
+use crate::net::tls::CertStore;
+use crate::ops::metrics::{Metrics, ReloadKind};
 
 /// Logs the subject and expiry of the certificate `store` serves now (`event` says why:
 /// "loaded certificate", "reloaded certificate"), and sets the expiry metric.
@@ -30,7 +30,7 @@ pub fn certificate_in_force(store: &CertStore, metrics: &Metrics, event: &str) {
         }
     };
     metrics.set_certificate_expiry(Some(info.not_after));
-    let days_left = info.days_left(crate::tls::unix_now());
+    let days_left = info.days_left(crate::net::tls::unix_now());
     let (cert, subject, not_after) = (
         store.paths().cert.display(),
         &info.subject,
@@ -38,7 +38,7 @@ pub fn certificate_in_force(store: &CertStore, metrics: &Metrics, event: &str) {
     );
     if days_left < 0 {
         tracing::error!(%cert, %subject, %not_after, "{event}, which has EXPIRED");
-    } else if days_left < crate::tls::EXPIRY_WARNING_DAYS {
+    } else if days_left < crate::net::tls::EXPIRY_WARNING_DAYS {
         tracing::warn!(%cert, %subject, %not_after, days_left, "{event}, which expires soon");
     } else {
         tracing::info!(%cert, %subject, %not_after, days_left, "{event}");

@@ -5,15 +5,15 @@
 //! `Link: <...>; rel="next"` header exactly when more allowed repositories follow). Work per
 //! request is bounded: at most [`MAX_UPSTREAM_PAGES`] upstream pages are read; when that budget
 //! runs out first, the answer is a shorter page whose `Link` continues from where the scan
-//! stopped, which the paging contract allows. Does not own: the decision (access.rs).
+//! stopped, which the paging contract allows. Does not own: the decision (authz/rules.rs).
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::access::{AccessControl, Action};
 use crate::auth::Identity;
+use crate::authz::{AccessControl, Action};
 use crate::error::{self, Body, GateError};
-use crate::proxy::Proxy;
-use crate::query;
+use crate::http::query;
+use crate::upstream::Proxy;
 
 /// Repositories asked of the registry per upstream page (its maximum).
 const UPSTREAM_PAGE: usize = 1000;

@@ -7,7 +7,7 @@
 //! but, as a whole segment after a slash that must be followed by something, not `team-a`
 //! itself: write `team-a` too to include it). Users: a name, `@group`, `*` (any authenticated
 //! user), `anonymous` (no credentials). Without a rules file every authenticated user may do
-//! everything and anonymous nothing. Does not own: identity (auth/) or routing (route.rs).
+//! everything and anonymous nothing. Does not own: identity (auth/) or routing (http/route.rs).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;

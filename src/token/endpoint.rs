@@ -5,18 +5,18 @@
 //! the OAuth2 `password` and `refresh_token` grants, several scopes joined by spaces), the
 //! intersection of requested scopes with what the rules grant, and the JSON answer. Wrong
 //! credentials get 401 (so `docker login` fails) and count against the brute-force brake.
-//! Does not own: token format and signing (token.rs), identity (auth/), decisions (access.rs).
+//! Does not own: token format and signing (token/mod.rs), identity (auth/), decisions (authz/rules.rs).
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::access::Action;
 use crate::auth::{self, Credentials, Identity};
+use crate::authz::Action;
 use crate::error::{self, Body, GateError};
-use crate::query;
-use crate::route;
-use crate::service::{ConnInfo, Gate, RequestCtx};
+use crate::http::query;
+use crate::http::route;
+use crate::http::service::{ConnInfo, Gate, RequestCtx};
 use crate::token::{Grant, Tokens, intersect, token_response};
 
 /// Largest form body accepted.
@@ -27,7 +27,7 @@ pub async fn serve(
     req: Request<Incoming>,
     conn: ConnInfo,
     ctx: &RequestCtx,
-    log: &mut crate::service::AccessLog,
+    log: &mut crate::http::service::AccessLog,
 ) -> Result<Response<Body>, GateError> {
     let Some(tokens) = gate.tokens.as_ref() else {
         return Err(GateError::NotFound("not found"));

@@ -4,9 +4,9 @@
 //! Prometheus text format (version 0.0.4). Recording is a few relaxed atomic adds, no lock and no
 //! allocation, so the request path stays cheap; labelled counters are fixed arrays indexed by
 //! small enums, and a series is written only once it is non-zero. Does not own: deciding what
-//! happened (the callers: service.rs for requests and bytes, proxy.rs for upstream latency,
-//! auth/ for logins, server.rs for connections and handshakes, reload.rs for reloads and the
-//! certificate's expiry) or serving the text (admin.rs).
+//! happened (the callers: http/service.rs for requests and bytes, upstream/proxy.rs for upstream latency,
+//! auth/ for logins, net/server.rs for connections and handshakes, ops/reload.rs for reloads and the
+//! certificate's expiry) or serving the text (net/admin.rs).
 //!
 //! The series, all prefixed `registry_gate_`:
 //! - `requests_total{method,kind,class}`: finished requests; `kind` from the path (blob,
@@ -280,7 +280,7 @@ impl Metrics {
     }
 
     /// An access decision on a repository.
-    pub fn decision(&self, action: crate::access::Action, allowed: bool) {
+    pub fn decision(&self, action: crate::authz::Action, allowed: bool) {
         inc(&self.decisions[action as usize][usize::from(!allowed)]);
     }
 

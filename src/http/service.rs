@@ -3,9 +3,9 @@
 //! Order: old docker clients get 404 on `/v2/`; a CORS preflight is answered here, before
 //! authentication, and never forwarded; then routing: `/ui` to the UI (behind auth only with
 //! `[ui] auth`), `/token` to the token endpoint (token mode), `/v2` to identity (auth/), the
-//! decision (access.rs) and the registry, anything else a JSON 404. Every `Err` on the way
+//! decision (authz/rules.rs) and the registry, anything else a JSON 404. Every `Err` on the way
 //! becomes a response in one place (`error::to_response`), and `handle` sets the CORS headers on
-//! every answer (cors.rs). Every finished request is counted in the metrics by the same guard
+//! every answer (http/cors.rs). Every finished request is counted in the metrics by the same guard
 //! that writes its access-log line. Does not own: how each step works.
 
 use std::net::SocketAddr;
@@ -17,19 +17,21 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::access::{AccessControl, Action};
 use crate::auth::{self, Authenticator, Credentials, Identity};
+use crate::authz::{AccessControl, Action};
 use crate::body::WithGuard;
 use crate::config::{AuthMode, Config};
-use crate::cors::{self, Cors};
 use crate::error::{self, Body, Challenge, GateError};
-use crate::maintenance::Maintenance;
-use crate::metrics::{Kind, Metrics};
-use crate::proxy::{Proxy, headers::Hop};
-use crate::route::{self, Route, RouteError};
+use crate::http::cors::{self, Cors};
+use crate::http::route::{self, Route, RouteError};
+use crate::http::ui::{self, Ui};
+use crate::http::{origin, query, ua};
+use crate::ops::maintenance::Maintenance;
+use crate::ops::metrics::{Kind, Metrics};
+use crate::token::endpoint as token_endpoint;
 use crate::token::{Claims, Tokens};
-use crate::ui::{self, Ui};
-use crate::{catalog, origin, query, token_endpoint, ua};
+use crate::upstream::catalog;
+use crate::upstream::{Proxy, headers::Hop};
 
 /// What the server knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -84,13 +86,13 @@ pub enum GateSetupError {
     #[error(transparent)]
     Users(#[from] crate::auth::users::UsersError),
     #[error(transparent)]
-    Upstream(#[from] crate::proxy::UpstreamSetupError),
+    Upstream(#[from] crate::upstream::UpstreamSetupError),
     #[error(transparent)]
-    Access(#[from] crate::access::AccessError),
+    Access(#[from] crate::authz::AccessError),
     #[error(transparent)]
     Token(#[from] crate::token::TokenError),
     #[error(transparent)]
-    Ui(#[from] crate::ui::UiError),
+    Ui(#[from] crate::http::ui::UiError),
 }
 
 impl Gate {

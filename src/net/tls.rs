@@ -6,7 +6,7 @@
 //! resolver whose pair can be replaced for new connections without touching open ones.
 //! A pair that fails to load never replaces a good one. Also reads the leaf's subject and
 //! notAfter (x509-parser) for the logs, the metrics and `check`. Does not own: watching the files
-//! (reload.rs) or accepting connections (server.rs).
+//! (ops/reload.rs) or accepting connections (net/server.rs).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};

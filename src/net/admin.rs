@@ -5,7 +5,7 @@
 //! the gate. Routes: `GET /metrics` (Prometheus text), `GET /healthz` (200 "ok" while the process
 //! serves), `GET /readyz` (200 when the registry answers `GET /v2/`, else 503). It has no
 //! authentication and no TLS: bind it to loopback or a private network only.
-//! Does not own: the metrics themselves (metrics.rs) or the upstream check (proxy.rs).
+//! Does not own: the metrics themselves (ops/metrics.rs) or the upstream check (upstream/proxy.rs).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,9 +22,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::maintenance;
-use crate::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
-use crate::service::Gate;
+use crate::http::service::Gate;
+use crate::ops::maintenance;
+use crate::ops::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 
 /// Admin requests are small; a client that takes longer to send its head is cut off.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);

@@ -6,7 +6,9 @@
 //! optional Basic credentials; `POST` with the OAuth2 `password` and `refresh_token` grants),
 //! refresh tokens bound to the user's current password hash, and RFC 3339 `issued_at`.
 //! Checking a token costs an HMAC, never a password hash. Does not own: whether the holder still
-//! may do what the token says; service.rs re-checks the rules on every request.
+//! may do what the token says; http/http/service.rs re-checks the rules on every request.
+
+pub mod endpoint;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -17,7 +19,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64URL};
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 
-use crate::access::Action;
+use crate::authz::Action;
 use crate::config::TokenConfig;
 
 /// How long a refresh token (docker's stored "identity token") lives.

@@ -7,9 +7,7 @@
 //! deadline, timing the wait for the response headers (metrics), and mapping connection
 //! failures to registry-style errors. Bodies are streamed both ways untouched; redirects are
 //! returned to the client, never followed.
-//! Does not own: deciding whether to forward (service.rs), the header rules (proxy/headers.rs).
-
-pub mod headers;
+//! Does not own: deciding whether to forward (http/service.rs), the header rules (upstream/headers.rs).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -23,17 +21,17 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::headers::{self, Hop};
 use crate::body::Tracked;
 use crate::config::{Timeouts, Upstream};
 use crate::error::{Body, GateError};
-use crate::metrics::Metrics;
-use headers::Hop;
+use crate::ops::metrics::Metrics;
 
 /// Why the upstream client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamSetupError {
     #[error("upstream_ca: {0}")]
-    Ca(#[from] crate::tls::TlsError),
+    Ca(#[from] crate::net::tls::TlsError),
     #[error("upstream_ca {path}: {source}")]
     BadCa {
         path: std::path::PathBuf,
@@ -71,7 +69,7 @@ impl Proxy {
         let builder = match &upstream.ca {
             Some(path) => {
                 let mut roots = rustls::RootCertStore::empty();
-                for cert in crate::tls::load_certs(path)? {
+                for cert in crate::net::tls::load_certs(path)? {
                     roots
                         .add(cert)
                         .map_err(|source| UpstreamSetupError::BadCa {
@@ -79,21 +77,23 @@ impl Proxy {
                             source,
                         })?;
                 }
-                let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-                    .with_safe_default_protocol_versions()?
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
+                let config =
+                    rustls::ClientConfig::builder_with_provider(crate::net::tls::provider())
+                        .with_safe_default_protocol_versions()?
+                        .with_root_certificates(roots)
+                        .with_no_client_auth();
                 builder.with_tls_config(config)
             }
             None if upstream.base.scheme_str() == Some("https") => builder
-                .with_provider_and_native_roots(crate::tls::provider())
+                .with_provider_and_native_roots(crate::net::tls::provider())
                 .map_err(UpstreamSetupError::NativeRoots)?,
             None => {
                 // Plain http upstream: the TLS side is never used.
-                let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-                    .with_safe_default_protocol_versions()?
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth();
+                let config =
+                    rustls::ClientConfig::builder_with_provider(crate::net::tls::provider())
+                        .with_safe_default_protocol_versions()?
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth();
                 builder.with_tls_config(config)
             }
         };
@@ -102,7 +102,7 @@ impl Proxy {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
-            .http1_max_buf_size(crate::server::MAX_READ_BUFFER)
+            .http1_max_buf_size(crate::net::server::MAX_READ_BUFFER)
             // Host is the client's, set below; the client must not replace it with the upstream's.
             .set_host(false)
             .build(connector);

@@ -7,7 +7,7 @@
 //! the spec's repository-name grammar (upper case, overlong), and trailing slashes where none
 //! belongs. The name is positional: every route's suffix is made of fixed words and one
 //! slash-free token, so the repository is everything between `/v2/` and the suffix, as the
-//! registry's router reads it. Does not own: what a route allows (access.rs).
+//! registry's router reads it. Does not own: what a route allows (authz/rules.rs).
 
 use std::sync::LazyLock;
 

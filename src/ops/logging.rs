@@ -1,7 +1,7 @@
 //! Log output: readable text or JSON lines, filtered by a `RUST_LOG`-style string.
 //!
 //! Owns: installing the tracing subscriber. No module logs a password, a hash or an
-//! `Authorization` header; the access log (service.rs) names only the user.
+//! `Authorization` header; the access log (http/service.rs) names only the user.
 
 use std::io::IsTerminal as _;
 

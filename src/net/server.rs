@@ -5,7 +5,7 @@
 //! Basic challenge in cleartext), the hyper builders (header-read timeout with a timer, bounded
 //! header sizes, large adaptive HTTP/2 windows), the drain on shutdown, and counting open
 //! connections and failed handshakes in the metrics.
-//! Does not own: what a request gets (service.rs).
+//! Does not own: what a request gets (http/service.rs).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,8 +22,8 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Timeouts;
-use crate::metrics::HandshakeFailure;
-use crate::service::{ConnInfo, Gate, plain_http_on_tls_port};
+use crate::http::service::{ConnInfo, Gate, plain_http_on_tls_port};
+use crate::ops::metrics::HandshakeFailure;
 
 /// Largest request head accepted (registry clients need a few KiB; docker's many `Accept`s fit).
 const MAX_HEADER_BYTES: usize = 64 * 1024;

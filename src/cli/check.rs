@@ -8,8 +8,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::access::{self, Action, Rules};
 use crate::auth::{Identity, htpasswd, users};
+use crate::authz::{self, Action, Rules};
 use crate::config::Config;
 
 fn load_config(file: Option<&Path>) -> Result<Config, ExitCode> {
@@ -26,7 +26,7 @@ pub fn run(file: Option<&Path>) -> ExitCode {
     };
     let mut problems = 0;
     if let Some(paths) = &config.tls {
-        match crate::tls::load_pair(paths) {
+        match crate::net::tls::load_pair(paths) {
             Ok(pair) => {
                 println!(
                     "tls: {} ({} certificate(s)) with key {}",
@@ -76,7 +76,7 @@ pub fn run(file: Option<&Path>) -> ExitCode {
         None => println!(
             "access: no rules file; every user may pull, push and delete everything, anonymous nothing"
         ),
-        Some(path) => match access::read(path) {
+        Some(path) => match authz::rules::read(path) {
             Ok(rules) => {
                 println!(
                     "access: {} rule(s) from {}",
@@ -101,7 +101,7 @@ pub fn run(file: Option<&Path>) -> ExitCode {
         },
     }
     if let Some(ui) = &config.ui {
-        match crate::ui::Ui::load(ui, config.public_url.as_deref()) {
+        match crate::http::ui::Ui::load(ui, config.public_url.as_deref()) {
             Ok(loaded) => println!(
                 "ui: {} file(s) from {} under /ui/{}",
                 loaded.file_count(),
@@ -180,7 +180,7 @@ pub fn explain(file: Option<&Path>, user: &str, repo: &str, action: &str) -> Exi
         eprintln!("error: --action {action:?}: use pull, push or delete");
         return ExitCode::from(64);
     };
-    if !crate::route::is_valid_name(repo) {
+    if !crate::http::route::is_valid_name(repo) {
         eprintln!("error: --repo {repo:?} is not a valid repository name");
         return ExitCode::from(64);
     }
@@ -207,7 +207,7 @@ pub fn explain(file: Option<&Path>, user: &str, repo: &str, action: &str) -> Exi
                 ExitCode::FAILURE
             };
         }
-        Some(path) => match access::read(path) {
+        Some(path) => match authz::rules::read(path) {
             Ok(rules) => (rules.decide(&who, action, repo), path.clone()),
             Err(e) => {
                 eprintln!("error: {e}");
@@ -236,14 +236,14 @@ pub fn explain(file: Option<&Path>, user: &str, repo: &str, action: &str) -> Exi
 
 /// Prints the leaf's subject and expiry; returns 1 when it has expired or cannot be read.
 fn certificate_expiry(leaf: &rustls_pki_types::CertificateDer<'_>) -> usize {
-    let info = match crate::tls::leaf_info(leaf) {
+    let info = match crate::net::tls::leaf_info(leaf) {
         Ok(info) => info,
         Err(e) => {
             eprintln!("error: {e}");
             return 1;
         }
     };
-    let days = info.days_left(crate::tls::unix_now());
+    let days = info.days_left(crate::net::tls::unix_now());
     println!(
         "certificate: {}, expires {} ({days} days left)",
         info.subject,
@@ -253,7 +253,7 @@ fn certificate_expiry(leaf: &rustls_pki_types::CertificateDer<'_>) -> usize {
         eprintln!("error: the certificate expired on {}", info.not_after_utc());
         return 1;
     }
-    if days < crate::tls::EXPIRY_WARNING_DAYS {
+    if days < crate::net::tls::EXPIRY_WARNING_DAYS {
         eprintln!(
             "warning: the certificate expires in {days} days, on {}",
             info.not_after_utc()

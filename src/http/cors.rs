@@ -8,7 +8,7 @@
 //! to an allowed origin (the 401 and the 202 included, so a credentialed cross-origin UI can read
 //! them). A disallowed or absent origin gets no CORS headers, never a refusal: a same-origin
 //! DELETE carries an `Origin` too. `Access-Control-*` headers that the registry set itself are
-//! removed: the gate alone decides. Does not own: where in the pipeline this runs (service.rs).
+//! removed: the gate alone decides. Does not own: where in the pipeline this runs (http/service.rs).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};

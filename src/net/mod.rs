@@ -1,0 +1,7 @@
+//! Listeners: accepting connections, ending TLS within a deadline, handing each stream to the
+//! HTTP/1.1 or HTTP/2 server with the request pipeline (`http::service`) as the service, and
+//! the plain-HTTP admin listener.
+
+pub mod admin;
+pub mod server;
+pub mod tls;
