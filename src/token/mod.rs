@@ -6,7 +6,7 @@
 //! optional Basic credentials; `POST` with the OAuth2 `password` and `refresh_token` grants),
 //! refresh tokens bound to the user's current password hash, and RFC 3339 `issued_at`.
 //! Checking a token costs an HMAC, never a password hash. Does not own: whether the holder still
-//! may do what the token says; http/http/service.rs re-checks the rules on every request.
+//! may do what the token says; http/service.rs re-checks the rules on every request.
 
 pub mod endpoint;
 
