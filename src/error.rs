@@ -2,8 +2,9 @@
 //!
 //! Owns: [`GateError`], its mapping to a status and a registry error code, and the JSON envelope
 //! `{"errors":[{"code":..,"message":..,"detail":..}]}` that docker, podman and skopeo parse
-//! (an HTML body makes docker print "invalid character '<'"). Every generated response carries
-//! `Docker-Distribution-Api-Version: registry/2.0`. Does not own: CORS decoration (http/cors.rs).
+//! (an HTML body makes docker print "invalid character '<'"). Does not own: the
+//! `Docker-Distribution-Api-Version` header (http/service.rs adds it to every answer, in one
+//! place) or CORS decoration (http/cors.rs).
 
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ pub type Body = http_body_util::combinators::BoxBody<Bytes, BodyError>;
 /// An error while streaming a body (client or upstream side).
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The registry API version header value sent on everything the gate generates.
+/// The registry API version header value, on every answer.
 pub const API_VERSION: HeaderValue = HeaderValue::from_static("registry/2.0");
 /// Header name of [`API_VERSION`].
 pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
@@ -100,6 +101,9 @@ pub enum GateError {
     Unsupported(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A body the gate will not forward (a form the registry would read as parameters).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("upstream registry unavailable: {0}")]
     UpstreamUnavailable(String),
     #[error("upstream registry did not answer within {0:?}")]
@@ -119,6 +123,9 @@ impl GateError {
             GateError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             GateError::Unsupported(_) => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
             GateError::BadRequest(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
+            GateError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED")
+            }
             GateError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
             GateError::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "UNAVAILABLE"),
             GateError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
@@ -152,7 +159,8 @@ pub fn to_response(err: &GateError) -> Response<Body> {
     resp
 }
 
-/// A registry-style JSON error response with the API version header.
+/// A registry-style JSON error response. The API version header is added with every other
+/// answer's, in http/service.rs.
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let body = serde_json::json!({
         "errors": [{ "code": code, "message": message, "detail": null }]
@@ -164,7 +172,6 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Bod
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
-    headers.insert(API_VERSION_HEADER, API_VERSION);
     resp
 }
 
@@ -182,7 +189,6 @@ mod tests {
             resp.headers()[header::WWW_AUTHENTICATE],
             "Basic realm=\"Registry x\""
         );
-        assert_eq!(resp.headers()[API_VERSION_HEADER], "registry/2.0");
         assert!(
             resp.headers()[header::CONTENT_TYPE]
                 .to_str()

@@ -655,7 +655,7 @@ async fn a_ui_folder_that_is_missing_or_too_big_stops_the_start() {
         auth: false,
         vars: Default::default(),
     };
-    let err = registry_gate::http::ui::Ui::load(&config, None)
+    let err = registry_gate::http::ui::Ui::load(&config)
         .err()
         .unwrap()
         .to_string();
@@ -667,7 +667,7 @@ async fn a_ui_folder_that_is_missing_or_too_big_stops_the_start() {
     file.set_len(registry_gate::http::ui::MAX_TOTAL_BYTES + 1)
         .unwrap();
     let config = registry_gate::config::UiConfig { dir: big, ..config };
-    let err = registry_gate::http::ui::Ui::load(&config, None)
+    let err = registry_gate::http::ui::Ui::load(&config)
         .err()
         .unwrap()
         .to_string();

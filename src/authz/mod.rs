@@ -1,5 +1,8 @@
-//! What a caller may do: the access rules file (`rules`) and the decisions made from it.
+//! What a caller may do: the access rules file (`rules`) and the one policy that decides every
+//! question from it (`policy`).
 
+pub mod policy;
 pub mod rules;
 
-pub use rules::{AccessControl, AccessError, Action, Decision, Rules};
+pub use policy::{Ask, Caller, Decision, Grant, Policy, PushesInFlight, ReadOnly, Reason};
+pub use rules::{AccessControl, AccessError, Action, Rules};

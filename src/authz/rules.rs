@@ -12,13 +12,27 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, LazyLock, RwLock};
 
+use regex::Regex;
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::auth::Identity;
 use crate::auth::users::UserTable;
+
+/// The spec's repository-name grammar (written without look-around).
+static NAME: LazyLock<Regex> = LazyLock::new(|| {
+    let component = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*";
+    Regex::new(&format!("^{component}(?:/{component})*$")).expect("valid regex")
+});
+/// Longest repository name the registry accepts.
+const MAX_NAME: usize = 255;
+
+/// True when `name` is a valid repository name (the distribution spec's grammar).
+pub fn is_valid_name(name: &str) -> bool {
+    name.len() <= MAX_NAME && NAME.is_match(name)
+}
 
 /// What a request does to a repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -105,14 +119,6 @@ impl Rule {
     fn covers(&self, repo: &str) -> bool {
         self.repos.iter().any(|p| glob_match(p, repo))
     }
-}
-
-/// A decision and its reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub allowed: bool,
-    /// Line of the granting rule, when a rules file decided.
-    pub rule_line: Option<usize>,
 }
 
 /// A loaded rules file.
@@ -240,15 +246,22 @@ impl Rules {
         names.into_iter().filter(|n| !known(n)).collect()
     }
 
-    /// Decides whether `who` may do `action` on `repo`.
-    pub fn decide(&self, who: &Identity, action: Action, repo: &str) -> Decision {
-        let rule = self.rules.iter().find(|r| {
-            r.allow.contains(&action) && r.covers(repo) && r.applies_to(who, &self.groups)
-        });
-        Decision {
-            allowed: rule.is_some(),
-            rule_line: rule.map(|r| r.line),
-        }
+    /// The line of the first rule granting `who` `action` on `repo`, if any.
+    pub fn grant_line(&self, who: &Identity, action: Action, repo: &str) -> Option<usize> {
+        self.rules
+            .iter()
+            .find(|r| {
+                r.allow.contains(&action) && r.covers(repo) && r.applies_to(who, &self.groups)
+            })
+            .map(|r| r.line)
+    }
+
+    /// The line of the first rule granting `who` `action` on some repository, if any.
+    pub fn first_grant_of(&self, who: &Identity, action: Action) -> Option<usize> {
+        self.rules
+            .iter()
+            .find(|r| r.allow.contains(&action) && r.applies_to(who, &self.groups))
+            .map(|r| r.line)
     }
 
     /// What `who` may do, as (actions, repository patterns) per applying rule.
@@ -378,7 +391,8 @@ impl AccessControl {
         self.snapshot().is_some()
     }
 
-    fn snapshot(&self) -> Option<Arc<Rules>> {
+    /// The rules in force now (`None`: no rules file), for one decision (authz/policy.rs).
+    pub fn snapshot(&self) -> Option<Arc<Rules>> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -395,34 +409,12 @@ impl AccessControl {
         Ok(())
     }
 
-    /// True when some rule grants `action` on some repository to `who`.
-    pub fn grants_any(&self, who: &Identity, action: Action) -> bool {
-        match self.snapshot() {
-            Some(rules) => rules
-                .rules
-                .iter()
-                .any(|r| r.allow.contains(&action) && r.applies_to(who, &rules.groups)),
-            None => matches!(who, Identity::User(_)),
-        }
-    }
-
     /// Logs a warning for each user named in the rules but absent from `users`.
     pub fn warn_unknown_users(&self, users: &UserTable) {
         if let (Some(rules), Some(path)) = (self.snapshot(), &self.path) {
             for u in rules.unknown_users(&|n| users.users.contains_key(n)) {
                 tracing::warn!(file = %path.display(), user = %u, "rules name a user who is not in the htpasswd file");
             }
-        }
-    }
-
-    /// Decides with the rules in force.
-    pub fn decide(&self, who: &Identity, action: Action, repo: &str) -> Decision {
-        match self.snapshot() {
-            Some(rules) => rules.decide(who, action, repo),
-            None => Decision {
-                allowed: matches!(who, Identity::User(_)),
-                rule_line: None,
-            },
         }
     }
 }
@@ -487,36 +479,43 @@ allow = ["pull", "push", "delete"]
     fn the_issue_example_decides_as_documented() {
         let r = Rules::parse(EXAMPLE, Path::new("access.toml")).unwrap();
         let anon = Identity::Anonymous;
-        assert!(r.decide(&anon, Action::Pull, "public/x").allowed);
-        assert!(!r.decide(&anon, Action::Push, "public/x").allowed);
-        assert!(!r.decide(&anon, Action::Pull, "team-a/x").allowed);
-        assert!(r.decide(&user("bob"), Action::Pull, "public/x/y").allowed);
+        assert!(r.grant_line(&anon, Action::Pull, "public/x").is_some());
+        assert!(r.grant_line(&anon, Action::Push, "public/x").is_none());
+        assert!(r.grant_line(&anon, Action::Pull, "team-a/x").is_none());
         assert!(
-            r.decide(&user("alice"), Action::Push, "team-a/sub/app")
-                .allowed
+            r.grant_line(&user("bob"), Action::Pull, "public/x/y")
+                .is_some()
         );
         assert!(
-            !r.decide(&user("alice"), Action::Delete, "team-a/app")
-                .allowed
+            r.grant_line(&user("alice"), Action::Push, "team-a/sub/app")
+                .is_some()
         );
-        assert!(!r.decide(&user("alice"), Action::Pull, "team-b/app").allowed);
-        assert!(r.decide(&user("renovate"), Action::Push, "tools/x").allowed);
         assert!(
-            !r.decide(&user("renovate"), Action::Push, "tools/x/y")
-                .allowed
+            r.grant_line(&user("alice"), Action::Delete, "team-a/app")
+                .is_none()
         );
-        let d = r.decide(&user("carol"), Action::Delete, "anything/here");
+        assert!(
+            r.grant_line(&user("alice"), Action::Pull, "team-b/app")
+                .is_none()
+        );
+        assert!(
+            r.grant_line(&user("renovate"), Action::Push, "tools/x")
+                .is_some()
+        );
+        assert!(
+            r.grant_line(&user("renovate"), Action::Push, "tools/x/y")
+                .is_none()
+        );
         assert_eq!(
-            d,
-            Decision {
-                allowed: true,
-                rule_line: Some(16)
-            }
+            r.grant_line(&user("carol"), Action::Delete, "anything/here"),
+            Some(16)
         );
         assert_eq!(
-            r.decide(&user("alice"), Action::Push, "team-a/x").rule_line,
+            r.grant_line(&user("alice"), Action::Push, "team-a/x"),
             Some(11)
         );
+        assert_eq!(r.first_grant_of(&anon, Action::Pull), Some(6));
+        assert_eq!(r.first_grant_of(&anon, Action::Push), None);
     }
 
     #[test]
@@ -538,13 +537,6 @@ allow = ["pull", "push", "delete"]
             .unwrap_err()
             .to_string();
         assert!(e.contains("repo") && e.contains("line 2"), "{e}");
-    }
-
-    #[test]
-    fn without_rules_users_may_everything_and_anonymous_nothing() {
-        let ac = AccessControl::load(None).unwrap();
-        assert!(ac.decide(&user("x"), Action::Delete, "a").allowed);
-        assert!(!ac.decide(&Identity::Anonymous, Action::Pull, "a").allowed);
     }
 
     #[test]

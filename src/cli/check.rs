@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::auth::{Identity, htpasswd, users};
-use crate::authz::{self, Action, Rules};
+use crate::authz::{self, Action, Ask, Caller, Policy, ReadOnly, Reason, Rules};
 use crate::config::Config;
 
 fn load_config(file: Option<&Path>) -> Result<Config, ExitCode> {
@@ -101,7 +101,7 @@ pub fn run(file: Option<&Path>) -> ExitCode {
         },
     }
     if let Some(ui) = &config.ui {
-        match crate::http::ui::Ui::load(ui, config.public_url.as_deref()) {
+        match crate::http::ui::Ui::load(ui) {
             Ok(loaded) => println!(
                 "ui: {} file(s) from {} under /ui/{}",
                 loaded.file_count(),
@@ -189,48 +189,38 @@ pub fn explain(file: Option<&Path>, user: &str, repo: &str, action: &str) -> Exi
     } else {
         Identity::User(user.into())
     };
-    let decision = match &config.auth.access {
-        None => {
-            let allowed = who != Identity::Anonymous;
-            println!(
-                "{}: no rules file, so {}",
-                if allowed { "allowed" } else { "denied" },
-                if allowed {
-                    "every authenticated user may do everything"
-                } else {
-                    "anonymous may do nothing"
-                }
-            );
-            return if allowed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            };
-        }
+    let rules = match &config.auth.access {
+        None => None,
         Some(path) => match authz::rules::read(path) {
-            Ok(rules) => (rules.decide(&who, action, repo), path.clone()),
+            Ok(rules) => Some((std::sync::Arc::new(rules), path.clone())),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         },
     };
-    match decision {
-        (d, path) if d.allowed => {
-            println!(
-                "allowed: {user} may {action} {repo} by the rule at {}:{}",
-                path.display(),
-                d.rule_line.unwrap_or(0)
-            );
-            ExitCode::SUCCESS
+    let policy = Policy {
+        rules: rules.as_ref().map(|(r, _)| r.clone()),
+        read_only: ReadOnly::OFF,
+    };
+    let d = policy.decide(Caller::plain(&who), Ask::Grant { action, repo });
+    let path = rules.as_ref().map(|(_, p)| p.display().to_string());
+    match (d.reason, path) {
+        (Reason::Rule, Some(path)) if d.allowed => println!(
+            "allowed: {user} may {action} {repo} by the rule at {path}:{}",
+            d.rule.unwrap_or(0)
+        ),
+        (Reason::NoRulesFile, _) => {
+            println!("allowed: no rules file, so every authenticated user may do everything")
         }
-        (_, path) => {
-            println!(
-                "denied: no rule in {} grants {user} {action} on {repo}",
-                path.display()
-            );
-            ExitCode::FAILURE
-        }
+        (Reason::InvalidName, _) => println!("denied: {repo:?} is not a valid repository name"),
+        (_, Some(path)) => println!("denied: no rule in {path} grants {user} {action} on {repo}"),
+        (_, None) => println!("denied: no rules file, so anonymous may do nothing"),
+    }
+    if d.allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

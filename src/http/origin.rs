@@ -1,11 +1,13 @@
 //! The gate's public origin, as clients reach it.
 //!
-//! Owns: deciding the origin the gate names itself by (token realm, UI `REGISTRY_URL`):
-//! the configured `public_url` when set, else the scheme of the connection plus the request's
-//! `Host` (`:authority` for HTTP/2) when that is a well-formed host[:port]. Never trusts a Host
-//! with other characters, so a request cannot inject text into what the gate writes.
+//! Owns: deciding the origin the gate names itself by (token realm, UI `REGISTRY_URL` and
+//! `PULL_URL`): the configured `public_url` when set, else the scheme of the connection
+//! (`https`, or `http` behind `plain_listen`) plus the request's host (the one reading of
+//! http/route.rs `request_host`: `:authority` on HTTP/2, `Host` on HTTP/1.1) when that is a
+//! well-formed host[:port]. Never trusts a host with other characters, so a request cannot
+//! inject text into what the gate writes.
 
-use http::{HeaderMap, Uri, header};
+use http::HeaderValue;
 
 /// `name[:port]` with a name of `[A-Za-z0-9.-]`, or `[IPv6][:port]`. Nothing else is trusted
 /// into what the gate writes.
@@ -34,27 +36,18 @@ pub fn is_valid_host(s: &str) -> bool {
         && port.is_none_or(port_ok)
 }
 
-/// The request's own `host[:port]` (h2 `:authority`, else `Host`), when it is well formed.
-pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str> {
-    let host = match uri.authority() {
-        Some(a) => a.as_str(),
-        None => headers.get(header::HOST)?.to_str().ok()?,
-    };
-    is_valid_host(host).then_some(host)
-}
-
 /// The origin (`https://host:port`) the gate is reached at for this request.
 pub fn public_origin(
     public_url: Option<&str>,
-    headers: &HeaderMap,
-    uri: &Uri,
+    host: Option<&HeaderValue>,
     tls: bool,
 ) -> Option<String> {
     if let Some(u) = public_url {
         return Some(u.to_owned());
     }
     let scheme = if tls { "https" } else { "http" };
-    request_host(headers, uri).map(|h| format!("{scheme}://{h}"))
+    let host = host?.to_str().ok()?;
+    is_valid_host(host).then(|| format!("{scheme}://{host}"))
 }
 
 /// The host[:port] part of an origin.
@@ -93,19 +86,23 @@ mod tests {
 
     #[test]
     fn origin_prefers_public_url() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, "localhost:5443".parse().unwrap());
-        let uri: Uri = "/v2/".parse().unwrap();
+        let h = HeaderValue::from_static("localhost:5443");
         assert_eq!(
-            public_origin(None, &h, &uri, true).as_deref(),
+            public_origin(None, Some(&h), true).as_deref(),
             Some("https://localhost:5443")
         );
+        // Behind plain_listen the connection's scheme is http.
         assert_eq!(
-            public_origin(Some("https://reg.example"), &h, &uri, true).as_deref(),
+            public_origin(None, Some(&h), false).as_deref(),
+            Some("http://localhost:5443")
+        );
+        assert_eq!(
+            public_origin(Some("https://reg.example"), Some(&h), false).as_deref(),
             Some("https://reg.example")
         );
-        h.insert(header::HOST, "bad host".parse().unwrap());
-        assert_eq!(public_origin(None, &h, &uri, true), None);
+        let bad = HeaderValue::from_static("bad host");
+        assert_eq!(public_origin(None, Some(&bad), true), None);
+        assert_eq!(public_origin(None, None, true), None);
         assert_eq!(host_of("https://reg.example:443"), "reg.example:443");
     }
 }

@@ -1,23 +1,29 @@
-//! Routing by the distribution spec's URL grammar, so that the gate authorizes exactly the path
-//! it forwards.
+//! The one reading of a request that the gate decides on and forwards.
 //!
-//! Owns: turning a request path into a [`Route`] naming the repository and object, and
-//! refusing paths that are not canonical: percent-encoded bytes (the registry would decode
+//! Owns: classifying a request once ([`Target`]: registry API, UI, token endpoint, other);
+//! the registry request the gate decides on ([`RegistryRequest`]: method, route, and the query
+//! read with the registry's Go semantics, http/query.rs), whose canonical form is what is
+//! forwarded; refusing bodies the registry would read as form fields (Go's `FormValue` reads
+//! `application/x-www-form-urlencoded` and `multipart/form-data` bodies before the query, so
+//! such a body could carry a `mount` the gate never saw); and the host the request names
+//! ([`request_host`]: `:authority` on HTTP/2, `Host` on HTTP/1.1, refused when both are
+//! present and differ). Paths are turned into a [`Route`] naming the repository and object;
+//! paths that are not canonical are refused: percent-encoded bytes (the registry would decode
 //! `%2F` into a separator), `.`/`..` segments, empty segments (`//`), backslashes, names outside
 //! the spec's repository-name grammar (upper case, overlong), and trailing slashes where none
 //! belongs. The name is positional: every route's suffix is made of fixed words and one
 //! slash-free token, so the repository is everything between `/v2/` and the suffix, as the
-//! registry's router reads it. Does not own: what a route allows (authz/rules.rs).
+//! registry's router reads it. Does not own: what a route allows (authz/).
 
 use std::sync::LazyLock;
 
+use http::{HeaderMap, HeaderValue, Method, Uri, header};
 use regex::Regex;
 
-/// The spec's repository-name grammar (written without look-around).
-static NAME: LazyLock<Regex> = LazyLock::new(|| {
-    let component = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*";
-    Regex::new(&format!("^{component}(?:/{component})*$")).expect("valid regex")
-});
+use super::query::Query;
+pub use crate::authz::rules::is_valid_name;
+use crate::ops::metrics::Kind;
+
 /// A tag.
 static TAG: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$").expect("valid regex"));
@@ -28,9 +34,6 @@ static DIGEST: LazyLock<Regex> = LazyLock::new(|| {
 /// An upload session id as the registry issues them (UUIDs), with some slack.
 static UPLOAD_ID: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_.=-]{1,256}$").expect("valid regex"));
-
-/// Longest repository name the registry accepts.
-const MAX_NAME: usize = 255;
 
 /// What a `/v2/...` path addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +92,123 @@ impl Route {
     }
 }
 
+/// Where a request goes, read once from its path and carried through the pipeline (routing,
+/// metrics, the access log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `/v2` and below, by the distribution spec's grammar.
+    Registry(Route),
+    /// `/ui` and below.
+    Ui,
+    /// `/token`.
+    Token,
+    /// Anything else (a 404, unless it is a CORS preflight).
+    Other,
+}
+
+impl Target {
+    /// Reads a request path. Registry paths that are not canonical are refused here.
+    pub fn of(path: &str) -> Result<Target, RouteError> {
+        if path == "/v2" || path.starts_with("/v2/") {
+            return parse(path).map(Target::Registry);
+        }
+        if path == "/ui" || path.starts_with("/ui/") {
+            return Ok(Target::Ui);
+        }
+        if path == "/token" {
+            return Ok(Target::Token);
+        }
+        Ok(Target::Other)
+    }
+
+    /// The `kind` label of the request metrics.
+    pub fn metrics_kind(&self) -> Kind {
+        match self {
+            Target::Registry(Route::Blob { .. }) => Kind::Blob,
+            Target::Registry(Route::Manifest { .. }) => Kind::Manifest,
+            Target::Registry(Route::UploadStart { .. } | Route::Upload { .. }) => Kind::Upload,
+            Target::Registry(Route::Catalog) => Kind::Catalog,
+            Target::Registry(Route::Tags { .. }) => Kind::Tags,
+            Target::Ui => Kind::Ui,
+            Target::Registry(Route::Base | Route::Referrers { .. })
+            | Target::Token
+            | Target::Other => Kind::Other,
+        }
+    }
+}
+
+/// A registry API request as the gate decides on it, and as it is forwarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryRequest {
+    pub method: Method,
+    pub route: Route,
+    /// The query as the registry reads it. Changing it (a refused mount) changes what is
+    /// forwarded: [`RegistryRequest::path_and_query`] is built from it.
+    pub query: Query,
+}
+
+impl RegistryRequest {
+    /// Reads a `/v2` request: its route (already parsed) and its query.
+    pub fn read(
+        method: &Method,
+        route: Route,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<Self, RouteError> {
+        refuse_form_body(headers)?;
+        Ok(RegistryRequest {
+            method: method.clone(),
+            route,
+            query: Query::of(uri.query()),
+        })
+    }
+
+    /// What is forwarded: the canonical path (accepted as it came) and the canonical query.
+    pub fn path_and_query(&self, path: &str) -> String {
+        if self.query.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}?{}", self.query.encode())
+        }
+    }
+}
+
+/// Refuses a request whose body the registry would read as form fields. Every
+/// `Content-Type` field counts (Go reads the first), compared the way Go's
+/// `mime.ParseMediaType` reads it: the part before `;`, trimmed, case-insensitive.
+/// Go reads multipart bodies whatever the method, so no method is exempt.
+pub fn refuse_form_body(headers: &HeaderMap) -> Result<(), RouteError> {
+    let is_form = |v: &HeaderValue| {
+        let text = String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase();
+        let media = text.split(';').next().unwrap_or("").trim().to_owned();
+        media == "application/x-www-form-urlencoded" || media.starts_with("multipart/")
+    };
+    if headers.get_all(header::CONTENT_TYPE).iter().any(is_form) {
+        return Err(RouteError::FormBody);
+    }
+    Ok(())
+}
+
+/// The host a request names: `:authority` (HTTP/2, or an absolute-form HTTP/1.1 target), else
+/// `Host`. When both are present they must agree (RFC 9113 §8.3.1, RFC 9112 §3.2.2): the
+/// gate forwards one host, so it must be the one it read. `Ok(None)` when there is none.
+pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Result<Option<HeaderValue>, RouteError> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(RouteError::Host("more than one Host header"));
+    }
+    match (uri.authority(), host) {
+        (Some(a), Some(h)) if a.as_str().as_bytes() != h.as_bytes() => Err(RouteError::Host(
+            "the Host header differs from the request's authority",
+        )),
+        (Some(a), _) => HeaderValue::from_str(a.as_str())
+            .map(Some)
+            .map_err(|_| RouteError::Host("invalid authority")),
+        (None, h) => Ok(h.cloned()),
+    }
+}
+
 /// Why a path was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
@@ -98,11 +218,14 @@ pub enum RouteError {
     /// A well-formed path the registry API does not have: `NOT_FOUND`.
     #[error("no such registry endpoint")]
     Unknown,
-}
-
-/// True when `name` is a valid repository name.
-pub fn is_valid_name(name: &str) -> bool {
-    name.len() <= MAX_NAME && NAME.is_match(name)
+    /// A body the registry would read as form fields: 415.
+    #[error(
+        "form bodies (application/x-www-form-urlencoded, multipart/*) are not accepted by the registry API; send application/octet-stream"
+    )]
+    FormBody,
+    /// Hosts that disagree: 400.
+    #[error("{0}")]
+    Host(&'static str),
 }
 
 /// Parses a request path that starts with `/v2`.
@@ -292,6 +415,149 @@ mod tests {
         assert!(matches!(parse(&long), Err(RouteError::Invalid(_))));
         let ok = format!("/v2/{}/manifests/v1", "a".repeat(255));
         assert!(parse(&ok).is_ok());
+    }
+
+    fn kind(path: &str) -> Kind {
+        Target::of(path).map_or(Kind::Other, |t| t.metrics_kind())
+    }
+
+    #[test]
+    fn targets_and_metrics_kinds() {
+        for (path, want) in [
+            ("/v2/", Kind::Other),
+            ("/v2", Kind::Other),
+            ("/v2/_catalog", Kind::Catalog),
+            (&*format!("/v2/app/blobs/{D}"), Kind::Blob),
+            (&*format!("/v2/team/app/blobs/{D}"), Kind::Blob),
+            ("/v2/team/app/blobs/uploads/", Kind::Upload),
+            ("/v2/team/app/blobs/uploads/5f1c-uuid", Kind::Upload),
+            ("/v2/team/app/manifests/latest", Kind::Manifest),
+            (&*format!("/v2/team/app/manifests/{D}"), Kind::Manifest),
+            ("/v2/team/app/tags/list", Kind::Tags),
+            // Name components that look like route words.
+            ("/v2/blobs/manifests/v1", Kind::Manifest),
+            (&*format!("/v2/manifests/blobs/{D}"), Kind::Blob),
+            ("/v2/x/blobs/uploads/manifests/v1", Kind::Manifest),
+            ("/v2/uploads/blobs/uploads/", Kind::Upload),
+            ("/v2/tags/tags/list", Kind::Tags),
+            // Not routes (refused or unknown).
+            ("/v2/team/app/blobs/uploads", Kind::Other),
+            ("/v2/manifests/latest", Kind::Other),
+            ("/v2/app/manifests/", Kind::Other),
+            ("/v2/app/tags/lists", Kind::Other),
+            ("/v2//manifests/x", Kind::Other),
+            ("/ui", Kind::Ui),
+            ("/ui/", Kind::Ui),
+            ("/ui/index.html", Kind::Ui),
+            ("/uix", Kind::Other),
+            ("/token", Kind::Other),
+            ("/", Kind::Other),
+            ("", Kind::Other),
+        ] {
+            assert_eq!(kind(path), want, "{path}");
+        }
+        assert_eq!(Target::of("/token"), Ok(Target::Token));
+        assert_eq!(Target::of("/tokens"), Ok(Target::Other));
+        assert_eq!(Target::of("/ui/x"), Ok(Target::Ui));
+        assert!(Target::of("/v2/a%2Fb/tags/list").is_err());
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn form_bodies_are_refused_in_every_spelling() {
+        for ct in [
+            "application/x-www-form-urlencoded",
+            "Application/X-WWW-Form-Urlencoded",
+            " application/x-www-form-urlencoded ; charset=utf-8",
+            "multipart/form-data; boundary=x",
+            "MULTIPART/FORM-DATA;boundary=x",
+            "multipart/mixed; boundary=x",
+        ] {
+            assert_eq!(
+                refuse_form_body(&headers(&[("content-type", ct)])),
+                Err(RouteError::FormBody),
+                "{ct}"
+            );
+        }
+        // A second Content-Type field counts too.
+        let two = headers(&[
+            ("content-type", "application/octet-stream"),
+            ("content-type", "multipart/form-data; boundary=x"),
+        ]);
+        assert_eq!(refuse_form_body(&two), Err(RouteError::FormBody));
+        for ok in [
+            "application/octet-stream",
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/json",
+        ] {
+            assert_eq!(
+                refuse_form_body(&headers(&[("content-type", ok)])),
+                Ok(()),
+                "{ok}"
+            );
+        }
+        assert_eq!(refuse_form_body(&HeaderMap::new()), Ok(()));
+    }
+
+    #[test]
+    fn the_request_host_is_read_once() {
+        let origin_form: Uri = "/v2/".parse().unwrap();
+        let h2: Uri = "https://reg.example:5443/v2/".parse().unwrap();
+        let host = |v: &str| headers(&[("host", v)]);
+        // HTTP/1.1: Host.
+        assert_eq!(
+            request_host(&origin_form, &host("reg.example:5443"))
+                .unwrap()
+                .unwrap(),
+            "reg.example:5443"
+        );
+        // HTTP/2: :authority, with or without an agreeing Host.
+        assert_eq!(
+            request_host(&h2, &HeaderMap::new()).unwrap().unwrap(),
+            "reg.example:5443"
+        );
+        assert_eq!(
+            request_host(&h2, &host("reg.example:5443"))
+                .unwrap()
+                .unwrap(),
+            "reg.example:5443"
+        );
+        // Disagreeing or repeated hosts are refused.
+        assert!(request_host(&h2, &host("evil.example")).is_err());
+        let two = headers(&[("host", "a"), ("host", "b")]);
+        assert!(request_host(&origin_form, &two).is_err());
+        assert_eq!(request_host(&origin_form, &HeaderMap::new()).unwrap(), None);
+    }
+
+    #[test]
+    fn forwarded_query_is_the_reading() {
+        let uri: Uri = "/v2/a/blobs/uploads/?%6Dount=sha256:1&from=b;x&from=c"
+            .parse()
+            .unwrap();
+        let r = RegistryRequest::read(
+            &Method::POST,
+            parse("/v2/a/blobs/uploads/").unwrap(),
+            &uri,
+            &HeaderMap::new(),
+        )
+        .unwrap();
+        assert_eq!(r.query.get("mount"), Some("sha256:1"));
+        assert_eq!(r.query.get("from"), Some("c"));
+        assert_eq!(
+            r.path_and_query(uri.path()),
+            "/v2/a/blobs/uploads/?mount=sha256%3A1&from=c"
+        );
     }
 
     #[test]

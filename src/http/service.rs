@@ -1,37 +1,47 @@
 //! The request pipeline: one function that reads top to bottom, and the access log.
 //!
-//! Order: old docker clients get 404 on `/v2/`; a CORS preflight is answered here, before
-//! authentication, and never forwarded; then routing: `/ui` to the UI (behind auth only with
+//! Order: the path is read once into a [`Target`] (http/route.rs) and carried to the end
+//! (routing, metrics, access log); old docker clients get 404 on `/v2/`; a CORS preflight is
+//! answered here, before authentication, and never forwarded; the request's host is read once
+//! (`:authority` on HTTP/2, `Host` on HTTP/1.1) and used for everything the gate builds (its
+//! own upstream requests, token realm, UI); then `/ui` goes to the UI (behind auth only with
 //! `[ui] auth`), `/token` to the token endpoint (token mode), `/v2` to identity (auth/), the
-//! decision (authz/rules.rs) and the registry, anything else a JSON 404. Every `Err` on the way
-//! becomes a response in one place (`error::to_response`), and `handle` sets the CORS headers on
-//! every answer (http/cors.rs). Every finished request is counted in the metrics by the same guard
-//! that writes its access-log line. Does not own: how each step works.
+//! decision (authz/policy.rs) and the registry, which is sent exactly the reading the gate
+//! decided on (canonical path and query, no form body); anything else is a JSON 404. Every
+//! `Err` on the way becomes a response in one place (`error::to_response`), and `handle` sets
+//! the CORS headers and `Docker-Distribution-Api-Version` on every answer. Every finished
+//! request is counted in the metrics by the same guard that writes its access-log line.
+//! Does not own: how each step works.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use http::{Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::auth::{self, Authenticator, Credentials, Identity};
-use crate::authz::{AccessControl, Action};
+use crate::authz::{self, AccessControl, Action, Ask, Policy, ReadOnly, Reason};
 use crate::body::WithGuard;
 use crate::config::{AuthMode, Config};
 use crate::error::{self, Body, Challenge, GateError};
 use crate::http::cors::{self, Cors};
-use crate::http::route::{self, Route, RouteError};
-use crate::http::ui::{self, Ui};
-use crate::http::{origin, query, ua};
-use crate::ops::maintenance::Maintenance;
+use crate::http::origin;
+use crate::http::query::Query;
+use crate::http::route::{self, RegistryRequest, Route, RouteError, Target};
+use crate::http::ua;
+use crate::http::ui::Ui;
+use crate::ops::maintenance::{Maintenance, READ_ONLY_MESSAGE};
 use crate::ops::metrics::{Kind, Metrics};
-use crate::token::endpoint as token_endpoint;
+use crate::token::endpoint::{self as token_endpoint, Issuer, TokenRequest};
 use crate::token::{Claims, Tokens};
-use crate::upstream::catalog;
-use crate::upstream::{Proxy, headers::Hop};
+use crate::upstream::headers::Hop;
+use crate::upstream::{Proxy, catalog};
+
+/// Largest `POST /token` form body read.
+const MAX_TOKEN_FORM: usize = 64 * 1024;
 
 /// What the server knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -54,10 +64,20 @@ impl Caller {
             token: None,
         }
     }
+
+    /// As the policy sees this caller.
+    fn as_policy(&self) -> authz::Caller<'_> {
+        authz::Caller {
+            identity: &self.identity,
+            token: self.token.as_ref().map(|t| t.access.as_slice()),
+        }
+    }
 }
 
 /// What a request's answers need to know about where the gate is reached.
 pub struct RequestCtx {
+    /// The host the request named (its one reading: `:authority` or `Host`).
+    pub host: Option<HeaderValue>,
     /// The gate's public origin for this request, if it can be told.
     pub origin: Option<String>,
     /// The token service name (token mode only).
@@ -78,6 +98,8 @@ pub struct Gate {
     trusted_proxies: Vec<std::net::IpAddr>,
     cors: Option<Cors>,
     ui: Option<Ui>,
+    /// Deadline for a body the gate reads itself (`POST /token`).
+    body_deadline: Duration,
 }
 
 /// Why the gate could not be assembled.
@@ -93,6 +115,16 @@ pub enum GateSetupError {
     Token(#[from] crate::token::TokenError),
     #[error(transparent)]
     Ui(#[from] crate::http::ui::UiError),
+}
+
+/// A refused path or request reading, as the client is told.
+fn route_error(e: RouteError) -> GateError {
+    match e {
+        RouteError::Invalid(why) => GateError::NameInvalid(why.into()),
+        RouteError::Unknown => GateError::NotFound("no such registry endpoint"),
+        RouteError::FormBody => GateError::UnsupportedMediaType(e.to_string()),
+        RouteError::Host(why) => GateError::BadRequest(why.into()),
+    }
 }
 
 impl Gate {
@@ -116,11 +148,8 @@ impl Gate {
             block_old_clients: config.block_old_clients,
             trusted_proxies: config.trusted_proxies.clone(),
             cors: config.cors.as_ref().map(Cors::new),
-            ui: config
-                .ui
-                .as_ref()
-                .map(|ui| Ui::load(ui, config.public_url.as_deref()))
-                .transpose()?,
+            ui: config.ui.as_ref().map(Ui::load).transpose()?,
+            body_deadline: config.timeouts.header_read,
         })
     }
 
@@ -128,13 +157,26 @@ impl Gate {
         &self.proxy
     }
 
+    /// The policy with the rules and the read-only switch as they are now.
+    pub fn policy(&self) -> Policy<'_> {
+        Policy {
+            rules: self.access.snapshot(),
+            read_only: ReadOnly {
+                on: self.maintenance.is_read_only(),
+                pushes: &self.maintenance,
+            },
+        }
+    }
+
     /// Answers one request. Never fails: errors are answered as registry JSON errors.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+        let target = Target::of(req.uri().path());
         let mut log = AccessLog {
             start: Instant::now(),
             peer: conn.peer,
             method: req.method().clone(),
             path: req.uri().path().to_owned(),
+            kind: target.as_ref().map_or(Kind::Other, Target::metrics_kind),
             user: Identity::Anonymous,
             status: StatusCode::OK,
             bytes_in: Arc::new(AtomicU64::new(0)),
@@ -147,7 +189,7 @@ impl Gate {
             .as_ref()
             .and_then(|c| c.allowed_origin(req.headers()));
         let preflight = cors::is_preflight(req.method(), req.headers());
-        let mut resp = match self.pipeline(req, conn, &mut log).await {
+        let mut resp = match self.pipeline(req, target, conn, &mut log).await {
             Ok(resp) => resp,
             Err(e) => {
                 if e.status().is_server_error() {
@@ -160,6 +202,10 @@ impl Gate {
         if !(preflight && resp.status() == StatusCode::NO_CONTENT) {
             cors::decorate(self.cors.as_ref(), cors_origin.as_ref(), resp.headers_mut());
         }
+        // The one place the API version header is added: to every answer, once.
+        resp.headers_mut()
+            .entry(error::API_VERSION_HEADER)
+            .or_insert(error::API_VERSION);
         log.status = resp.status();
         let (parts, body) = resp.into_parts();
         Response::from_parts(parts, WithGuard::new(body, log).boxed())
@@ -167,13 +213,13 @@ impl Gate {
 
     async fn pipeline(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
+        target: Result<Target, RouteError>,
         conn: ConnInfo,
         log: &mut AccessLog,
     ) -> Result<Response<Body>, GateError> {
-        let path = req.uri().path();
-        let is_registry = path == "/v2" || path.starts_with("/v2/");
-
+        // Refused registry paths are registry requests too (Target::of only fails on them).
+        let is_registry = matches!(target, Ok(Target::Registry(_)) | Err(_));
         if is_registry
             && self.block_old_clients
             && let Some(agent) = req.headers().get(header::USER_AGENT)
@@ -192,109 +238,108 @@ impl Gate {
                 "CONNECT and protocol upgrades are not supported".into(),
             ));
         }
-        let ctx = self.request_ctx(&req, conn);
-        if let Some(ui) = &self.ui
-            && ui::is_ui_path(path)
-        {
-            return self.serve_ui(ui, &req, conn, &ctx, log).await;
+        let host = route::request_host(req.uri(), req.headers()).map_err(route_error)?;
+        let ctx = self.request_ctx(host, conn);
+        match target.map_err(route_error)? {
+            Target::Registry(route) => self.serve_registry(req, route, conn, &ctx, log).await,
+            Target::Ui => match &self.ui {
+                Some(ui) => self.serve_ui(ui, &req, conn, &ctx, log).await,
+                None => Err(GateError::NotFound("not found")),
+            },
+            Target::Token if self.tokens.is_some() => self.serve_token(req, conn, &ctx, log).await,
+            Target::Token | Target::Other => Err(GateError::NotFound("not found")),
         }
-        if !is_registry {
-            if self.tokens.is_some() && path == "/token" {
-                return token_endpoint::serve(self, req, conn, &ctx, log).await;
-            }
-            return Err(GateError::NotFound("not found"));
-        }
-        let route = route::parse(path).map_err(|e| match e {
-            RouteError::Invalid(why) => GateError::NameInvalid(why.into()),
-            RouteError::Unknown => GateError::NotFound("no such registry endpoint"),
-        })?;
+    }
 
-        let caller = self.caller(req.headers(), conn, &ctx).await?;
+    /// A `/v2` request: who asks, what the policy says, then the registry (or the filtered
+    /// catalog, which the gate composes itself).
+    async fn serve_registry(
+        &self,
+        mut req: Request<Incoming>,
+        route: Route,
+        conn: ConnInfo,
+        ctx: &RequestCtx,
+        log: &mut AccessLog,
+    ) -> Result<Response<Body>, GateError> {
+        let mut reading = RegistryRequest::read(req.method(), route, req.uri(), req.headers())
+            .map_err(route_error)?;
+        let caller = self.caller(req.headers(), conn, ctx).await?;
         log.user = caller.identity.clone();
-        let identity = &caller.identity;
+        let policy = self.policy();
 
-        let repo_action = match route.repository() {
-            Some(repo) => Some((repo.to_owned(), action_for(&route, req.method())?)),
-            None => None,
-        };
-        match (&route, &repo_action) {
-            (Route::Base, _) => {
+        let write = match &reading.route {
+            Route::Base => {
                 // The login ping: anonymous callers get the challenge, so clients send
                 // credentials (or fetch a token) for every later request.
-                if *identity == Identity::Anonymous && caller.token.is_none() {
-                    return Err(self.challenge(&ctx, None, None));
+                if caller.identity == Identity::Anonymous && caller.token.is_none() {
+                    return Err(self.challenge(ctx, None, None));
                 }
+                false
             }
-            (Route::Catalog, _) => {
-                if let Some(t) = &caller.token
-                    && !t.grants_catalog()
-                {
-                    return Err(self.challenge(
-                        &ctx,
-                        Some("registry:catalog:*".into()),
-                        Some("insufficient_scope"),
-                    ));
+            Route::Catalog => {
+                let d = policy.decide(caller.as_policy(), Ask::Catalog);
+                if !d.allowed {
+                    let error = (d.reason == Reason::TokenScope).then_some("insufficient_scope");
+                    return Err(self.challenge(ctx, Some("registry:catalog:*".into()), error));
                 }
-                if *identity == Identity::Anonymous
-                    && !self.access.grants_any(identity, Action::Pull)
-                {
-                    return Err(self.challenge(&ctx, Some("registry:catalog:*".into()), None));
-                }
-                if self.access.has_rules() {
-                    let host = req.headers().get(header::HOST).cloned();
+                if policy.rules.is_some() {
                     return catalog::filtered(
                         &self.proxy,
-                        &self.access,
-                        identity,
-                        req.uri().query(),
-                        host.as_ref(),
+                        &policy,
+                        caller.as_policy(),
+                        &reading.query,
+                        ctx.host.as_ref(),
                     )
                     .await;
                 }
+                false
             }
-            (_, Some((repo, action))) => {
-                self.authorize(&caller, *action, repo, &route, conn, &ctx)?;
-                if *action != Action::Pull {
-                    self.maintenance
-                        .admit_write(repo, *action)
-                        .inspect_err(|_| self.metrics.read_only_refusal())?;
+            route => {
+                let repo = route.repository().unwrap_or_default();
+                let action = action_for(route, &reading.method)?;
+                self.authorize(&policy, &caller, action, repo, route, conn, ctx)?;
+                if let Route::UploadStart { name } = route {
+                    self.check_mount(&policy, &mut reading.query, &caller, name, conn);
                 }
-                if let Route::UploadStart { name } = &route {
-                    self.check_mount(&mut req, &caller, name, conn)?;
-                }
+                action != Action::Pull
             }
-            (_, None) => {}
-        }
+        };
 
         let hop = Hop {
             peer: conn.peer.ip(),
             tls: conn.tls,
             trusted: self.trusted_proxies.contains(&conn.peer.ip()),
         };
-        let method = req.method().clone();
-        let mut resp = self
+        let path_and_query = reading.path_and_query(req.uri().path());
+        // What is forwarded is the reading: its host, path and query, nothing the gate did not
+        // read.
+        *req.uri_mut() = http::Uri::try_from(path_and_query)
+            .map_err(|e| GateError::Internal(format!("forwarded target: {e}")))?;
+        let resp = self
             .proxy
-            .forward(req, hop, log.bytes_in.clone(), log.bytes_out.clone())
+            .forward(
+                req,
+                ctx.host.clone(),
+                hop,
+                log.bytes_in.clone(),
+                log.bytes_out.clone(),
+            )
             .await?;
-        if matches!(repo_action, Some((_, a)) if a != Action::Pull) {
-            self.maintenance
-                .observe(&route, &method, resp.status(), resp.headers());
-        }
-        if !resp.headers().contains_key(error::API_VERSION_HEADER) {
-            resp.headers_mut()
-                .insert(error::API_VERSION_HEADER, error::API_VERSION);
+        if write {
+            self.maintenance.observe(
+                &reading.route,
+                &reading.method,
+                resp.status(),
+                resp.headers(),
+            );
         }
         Ok(resp)
     }
 
-    /// Where this request reached the gate: its public origin and, in token mode, the service.
-    fn request_ctx(&self, req: &Request<Incoming>, conn: ConnInfo) -> RequestCtx {
-        let origin = origin::public_origin(
-            self.public_url.as_deref(),
-            req.headers(),
-            req.uri(),
-            conn.tls,
-        );
+    /// Where this request reached the gate: its host, public origin and, in token mode, the
+    /// service.
+    fn request_ctx(&self, host: Option<HeaderValue>, conn: ConnInfo) -> RequestCtx {
+        let origin = origin::public_origin(self.public_url.as_deref(), host.as_ref(), conn.tls);
         let service = match &self.tokens {
             Some(t) => t.service.clone().unwrap_or_else(|| {
                 origin
@@ -305,7 +350,11 @@ impl Gate {
             }),
             None => String::new(),
         };
-        RequestCtx { origin, service }
+        RequestCtx {
+            host,
+            origin,
+            service,
+        }
     }
 
     /// The UI's files, behind Basic auth when `[ui] auth` asks for it.
@@ -331,7 +380,58 @@ impl Gate {
                 return Err(self.auth.challenge());
             }
         }
-        ui.serve(req.method(), req.uri(), req.headers())
+        ui.serve(
+            req.method(),
+            req.uri(),
+            req.headers(),
+            ctx.origin.as_deref(),
+        )
+    }
+
+    /// `GET`/`POST /token`: the parameters are read here (a POST's form body within a
+    /// deadline), the answer is the token endpoint's.
+    async fn serve_token(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        ctx: &RequestCtx,
+        log: &mut AccessLog,
+    ) -> Result<Response<Body>, GateError> {
+        let Some(tokens) = &self.tokens else {
+            return Err(GateError::NotFound("not found"));
+        };
+        let credentials = auth::credentials(req.headers());
+        let method = req.method().clone();
+        let params = match method {
+            Method::POST => {
+                let read = http_body_util::Limited::new(req.into_body(), MAX_TOKEN_FORM).collect();
+                let body = tokio::time::timeout(self.body_deadline, read)
+                    .await
+                    .map_err(|_| GateError::BadRequest("token request body too slow".into()))?
+                    .map_err(|_| {
+                        GateError::BadRequest("token request body too large or broken".into())
+                    })?
+                    .to_bytes();
+                Query::parse(&String::from_utf8_lossy(&body))
+            }
+            _ => Query::of(req.uri().query()),
+        };
+        let policy = self.policy();
+        let issuer = Issuer {
+            tokens,
+            auth: &self.auth,
+            policy: &policy,
+            service: &ctx.service,
+        };
+        let request = TokenRequest {
+            method,
+            params,
+            credentials,
+            client: conn.peer.ip(),
+        };
+        let (identity, resp) = token_endpoint::answer(&issuer, request).await?;
+        log.user = identity;
+        Ok(resp)
     }
 
     /// Who is asking: anonymous, a user by password, or the holder of a token.
@@ -405,11 +505,13 @@ impl Gate {
         })
     }
 
-    /// The decision step: allowed when the rules grant it (and the token, if any, carries
-    /// it); else 403 for a user and the challenge for anonymous or a token lacking the scope.
-    /// Every allowed write and every refusal goes to the audit log.
+    /// The decision step: the policy's answer, turned into the refusal a client expects: 403
+    /// for a user the rules refuse, the challenge for anonymous callers and tokens lacking
+    /// the scope, 405 while read-only. Every allowed write and every refusal is audited.
+    #[allow(clippy::too_many_arguments)]
     fn authorize(
         &self,
+        policy: &Policy<'_>,
         caller: &Caller,
         action: Action,
         repo: &str,
@@ -418,9 +520,9 @@ impl Gate {
         ctx: &RequestCtx,
     ) -> Result<(), GateError> {
         let who = &caller.identity;
-        let rules_allow = self.access.decide(who, action, repo).allowed;
-        let token_allows = caller.token.as_ref().is_none_or(|t| t.grants(repo, action));
-        self.metrics.decision(action, rules_allow && token_allows);
+        let d = policy.decide(caller.as_policy(), Ask::Request { action, repo });
+        self.metrics
+            .decision(action, d.allowed || d.reason == Reason::ReadOnly);
         let audit = |outcome: &str| {
             tracing::info!(
                 target: "audit",
@@ -432,7 +534,7 @@ impl Gate {
                 client = %conn.peer.ip(),
             );
         };
-        if rules_allow && token_allows {
+        if d.allowed {
             if action != Action::Pull {
                 audit("allowed");
             }
@@ -446,76 +548,58 @@ impl Gate {
                 Action::Delete => "delete",
             }
         );
-        if !rules_allow {
-            audit("denied");
-            if let Identity::User(u) = who {
-                return Err(GateError::Denied(format!("{u} may not {action} {repo}")));
+        match (d.reason, who) {
+            (Reason::ReadOnly, _) => {
+                audit("read-only");
+                self.metrics.read_only_refusal();
+                Err(GateError::Unsupported(READ_ONLY_MESSAGE.into()))
+            }
+            (Reason::TokenScope, _) => {
+                Err(self.challenge(ctx, Some(scope), Some("insufficient_scope")))
+            }
+            (_, Identity::User(u)) => {
+                audit("denied");
+                Err(GateError::Denied(format!("{u} may not {action} {repo}")))
+            }
+            (_, Identity::Anonymous) => {
+                audit("denied");
+                let error = caller.token.as_ref().map(|_| "insufficient_scope");
+                Err(self.challenge(ctx, Some(scope), error))
             }
         }
-        let error = caller.token.as_ref().map(|_| "insufficient_scope");
-        Err(self.challenge(ctx, Some(scope), error))
     }
 
-    /// A cross-repository mount reads the source repository: without pull on it, `mount` and
-    /// `from` are dropped, so the registry starts an ordinary upload and the client sends the
-    /// blob itself.
+    /// A cross-repository mount reads the source repository: without pull on it (by the
+    /// policy, on the same reading of `mount` and `from` that the registry gets), both are
+    /// dropped from the forwarded query, so the registry starts an ordinary upload and the
+    /// client sends the blob itself.
     fn check_mount(
         &self,
-        req: &mut Request<Incoming>,
+        policy: &Policy<'_>,
+        query: &mut Query,
         caller: &Caller,
         to: &str,
         conn: ConnInfo,
-    ) -> Result<(), GateError> {
-        let who = &caller.identity;
-        let Some(query) = req.uri().query() else {
-            return Ok(());
-        };
-        let pairs: Vec<&str> = query.split('&').collect();
-        let key = |p: &&str| p.split_once('=').map_or(*p, |(k, _)| k).to_owned();
-        if !pairs.iter().any(|p| key(p) == "mount") {
-            return Ok(());
+    ) {
+        if !query.has("mount") && !query.has("from") {
+            return;
         }
-        let from = pairs
-            .iter()
-            .find(|p| key(p) == "from")
-            .and_then(|p| p.split_once('='))
-            .map(|(_, v)| query::percent_decode(v));
-        let allowed = from.as_deref().is_some_and(|f| {
-            route::is_valid_name(f)
-                && self.access.decide(who, Action::Pull, f).allowed
-                && caller
-                    .token
-                    .as_ref()
-                    .is_none_or(|t| t.grants(f, Action::Pull))
-        });
-        if allowed {
-            return Ok(());
+        let from = query.get("from").unwrap_or_default();
+        if policy
+            .decide(caller.as_policy(), Ask::MountSource { from })
+            .allowed
+        {
+            return;
         }
         tracing::info!(
             target: "audit",
             outcome = "mount refused",
-            user = who.log_name(),
+            user = caller.identity.log_name(),
             repository = to,
-            from = from.as_deref().unwrap_or("-"),
+            from = if from.is_empty() { "-" } else { from },
             client = %conn.peer.ip(),
         );
-        let kept: Vec<&str> = pairs
-            .into_iter()
-            .filter(|p| key(p) != "mount" && key(p) != "from")
-            .collect();
-        let pq = if kept.is_empty() {
-            req.uri().path().to_owned()
-        } else {
-            format!("{}?{}", req.uri().path(), kept.join("&"))
-        };
-        let mut parts = req.uri().clone().into_parts();
-        parts.path_and_query = Some(
-            pq.parse()
-                .map_err(|e| GateError::Internal(format!("rewriting mount query: {e}")))?,
-        );
-        *req.uri_mut() = http::Uri::from_parts(parts)
-            .map_err(|e| GateError::Internal(format!("rewriting mount query: {e}")))?;
-        Ok(())
+        query.remove(&["mount", "from"]);
     }
 }
 
@@ -551,6 +635,7 @@ pub struct AccessLog {
     peer: SocketAddr,
     method: Method,
     path: String,
+    kind: Kind,
     pub(crate) user: Identity,
     status: StatusCode,
     bytes_in: Arc<AtomicU64>,
@@ -562,9 +647,8 @@ impl Drop for AccessLog {
     fn drop(&mut self) {
         let bytes_in = self.bytes_in.load(Ordering::Relaxed);
         let bytes_out = self.bytes_out.load(Ordering::Relaxed);
-        let kind = Kind::of(&self.path);
         self.metrics
-            .request(&self.method, kind, self.status, bytes_in, bytes_out);
+            .request(&self.method, self.kind, self.status, bytes_in, bytes_out);
         tracing::info!(
             target: "access",
             client = %self.peer.ip(),

@@ -69,13 +69,11 @@ pub struct Ui {
     files: HashMap<String, Asset>,
     auth: bool,
     vars: BTreeMap<String, String>,
-    /// `public_url` and its `host[:port]`, the defaults of `REGISTRY_URL` and `PULL_URL`.
-    public: Option<(String, String)>,
 }
 
 impl Ui {
     /// Reads the whole folder into memory.
-    pub fn load(config: &UiConfig, public_url: Option<&str>) -> Result<Ui, UiError> {
+    pub fn load(config: &UiConfig) -> Result<Ui, UiError> {
         let dir = &config.dir;
         let root = std::fs::canonicalize(dir).map_err(|source| UiError::Read {
             path: dir.clone(),
@@ -115,14 +113,6 @@ impl Ui {
             files: walk.files,
             auth: config.auth,
             vars: config.vars.clone(),
-            public: public_url.map(|url| {
-                let authority = url
-                    .parse::<Uri>()
-                    .ok()
-                    .and_then(|u| u.authority().map(|a| a.as_str().to_owned()))
-                    .unwrap_or_default();
-                (url.to_owned(), authority)
-            }),
         })
     }
 
@@ -136,12 +126,14 @@ impl Ui {
         self.auth
     }
 
-    /// Answers a request for `/ui` or a path under `/ui/`.
+    /// Answers a request for `/ui` or a path under `/ui/`. `origin` is the gate's public
+    /// origin for this request (http/origin.rs), the default of `REGISTRY_URL`.
     pub fn serve(
         &self,
         method: &Method,
         uri: &Uri,
         request: &HeaderMap,
+        origin: Option<&str>,
     ) -> Result<Response<Body>, GateError> {
         let path = uri.path();
         if path == "/ui" {
@@ -164,8 +156,7 @@ impl Ui {
         };
         let (body, etag) = match &asset.template {
             Some(t) => {
-                let host = origin::request_host(request, uri);
-                let rendered = Bytes::from(t.render(&|name| self.value(name, host)));
+                let rendered = Bytes::from(t.render(&|name| self.value(name, origin)));
                 let etag = etag_of(&rendered);
                 (rendered, etag)
             }
@@ -175,21 +166,13 @@ impl Ui {
     }
 
     /// The value of `${name}` for one request: `[ui.vars]` first, then the gate's defaults.
-    fn value(&self, name: &str, host: Option<&str>) -> String {
+    fn value(&self, name: &str, origin: Option<&str>) -> String {
         if let Some(v) = self.vars.get(name) {
             return v.clone();
         }
         match name {
-            "REGISTRY_URL" => match (&self.public, host) {
-                (Some((url, _)), _) => url.clone(),
-                (None, Some(host)) => format!("https://{host}"),
-                (None, None) => String::new(),
-            },
-            "PULL_URL" => match (&self.public, host) {
-                (Some((_, authority)), _) => authority.clone(),
-                (None, Some(host)) => host.to_owned(),
-                (None, None) => String::new(),
-            },
+            "REGISTRY_URL" => origin.unwrap_or_default().to_owned(),
+            "PULL_URL" => origin.map(origin::host_of).unwrap_or_default().to_owned(),
             "SINGLE_REGISTRY" => "true".into(),
             // Otherwise the page asks a public code-hosting API for release news.
             "ENABLE_VERSION_NOTIFICATION" => "false".into(),
@@ -651,7 +634,7 @@ mod tests {
 <script>const s = `${name} costs ${ 1 }`; const t = "$"; const u = "${";</script>
 </body></html>"#;
 
-    fn load(vars: &[(&str, &str)], public_url: Option<&str>) -> (tempfile::TempDir, Ui) {
+    fn load(vars: &[(&str, &str)]) -> (tempfile::TempDir, Ui) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("index.html"), FIXTURE).unwrap();
         let config = UiConfig {
@@ -662,17 +645,22 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
         };
-        let ui = Ui::load(&config, public_url).unwrap();
+        let ui = Ui::load(&config).unwrap();
         (dir, ui)
     }
 
-    /// GET /ui/ with this Host; the response and its body.
-    fn get(ui: &Ui, host: &str) -> (Response<Body>, String) {
+    /// GET /ui/ over TLS with this `public_url` and Host; the response and its body.
+    fn get(ui: &Ui, public_url: Option<&str>, host: &str) -> (Response<Body>, String) {
         use http_body_util::BodyExt as _;
         let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        let host = HeaderValue::from_str(host).unwrap();
+        h.insert(header::HOST, host.clone());
         let uri: Uri = "/ui/".parse().unwrap();
-        let (parts, body) = ui.serve(&Method::GET, &uri, &h).unwrap().into_parts();
+        let origin = origin::public_origin(public_url, Some(&host), true);
+        let (parts, body) = ui
+            .serve(&Method::GET, &uri, &h, origin.as_deref())
+            .unwrap()
+            .into_parts();
         let bytes = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
@@ -691,15 +679,12 @@ mod tests {
 
     #[test]
     fn config_values_fill_the_placeholders() {
-        let (_d, ui) = load(
-            &[
-                ("REGISTRY_TITLE", "Team registry"),
-                ("DELETE_IMAGES", "true"),
-                ("SINGLE_REGISTRY", "false"),
-            ],
-            None,
-        );
-        let (_, page) = get(&ui, "registry.example:5443");
+        let (_d, ui) = load(&[
+            ("REGISTRY_TITLE", "Team registry"),
+            ("DELETE_IMAGES", "true"),
+            ("SINGLE_REGISTRY", "false"),
+        ]);
+        let (_, page) = get(&ui, None, "registry.example:5443");
         assert_eq!(attr(&page, "name"), "Team registry");
         assert_eq!(attr(&page, "delete-images"), "true");
         assert_eq!(attr(&page, "single-registry"), "false");
@@ -711,41 +696,35 @@ mod tests {
 
     #[test]
     fn defaults_come_from_the_host() {
-        let (_d, ui) = load(&[], None);
-        let (_, page) = get(&ui, "registry.example:5443");
+        let (_d, ui) = load(&[]);
+        let (_, page) = get(&ui, None, "registry.example:5443");
         assert_eq!(attr(&page, "registry-url"), "https://registry.example:5443");
         assert_eq!(attr(&page, "pull-url"), "registry.example:5443");
         assert_eq!(attr(&page, "single-registry"), "true");
         assert_eq!(attr(&page, "enable-version-notification"), "false");
         assert_eq!(attr(&page, "delete-images"), "");
         // A Host with odd characters is not trusted into the page.
-        let (_, page) = get(&ui, "evil.example\"><script>");
+        let (_, page) = get(&ui, None, "evil.example\"><script>");
         assert_eq!(attr(&page, "registry-url"), "");
         assert_eq!(attr(&page, "pull-url"), "");
     }
 
     #[test]
     fn defaults_come_from_public_url_first() {
-        let (_d, ui) = load(&[], Some("https://registry.example.com"));
-        let (_, page) = get(&ui, "10.0.0.5:5443");
+        let (_d, ui) = load(&[]);
+        let (_, page) = get(&ui, Some("https://registry.example.com"), "10.0.0.5:5443");
         assert_eq!(attr(&page, "registry-url"), "https://registry.example.com");
         assert_eq!(attr(&page, "pull-url"), "registry.example.com");
-        let (_d, ui) = load(
-            &[("REGISTRY_URL", "https://other.example")],
-            Some("https://r.example:8443"),
-        );
-        let (_, page) = get(&ui, "10.0.0.5:5443");
+        let (_d, ui) = load(&[("REGISTRY_URL", "https://other.example")]);
+        let (_, page) = get(&ui, Some("https://r.example:8443"), "10.0.0.5:5443");
         assert_eq!(attr(&page, "registry-url"), "https://other.example");
         assert_eq!(attr(&page, "pull-url"), "r.example:8443");
     }
 
     #[test]
     fn values_are_html_escaped() {
-        let (_d, ui) = load(
-            &[("REGISTRY_TITLE", r#""><script>alert('x')&</script>"#)],
-            None,
-        );
-        let (_, page) = get(&ui, "localhost");
+        let (_d, ui) = load(&[("REGISTRY_TITLE", r#""><script>alert('x')&</script>"#)]);
+        let (_, page) = get(&ui, None, "localhost");
         assert_eq!(
             attr(&page, "name"),
             "&quot;&gt;&lt;script&gt;alert(&#39;x&#39;)&amp;&lt;/script&gt;"
@@ -755,10 +734,10 @@ mod tests {
 
     #[test]
     fn the_etag_follows_the_rendered_page() {
-        let (_d, ui) = load(&[], None);
-        let (a, _) = get(&ui, "a.example");
-        let (b, _) = get(&ui, "b.example");
-        let (a2, _) = get(&ui, "a.example");
+        let (_d, ui) = load(&[]);
+        let (a, _) = get(&ui, None, "a.example");
+        let (b, _) = get(&ui, None, "b.example");
+        let (a2, _) = get(&ui, None, "a.example");
         assert_ne!(a.headers()[header::ETAG], b.headers()[header::ETAG]);
         assert_eq!(a.headers()[header::ETAG], a2.headers()[header::ETAG]);
     }

@@ -33,7 +33,7 @@ use http::{Method, StatusCode};
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// What a request path addresses, for the `kind` label.
+/// What a request addresses, for the `kind` label (http/route.rs `Target::metrics_kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Blob,
@@ -65,37 +65,6 @@ impl Kind {
             Kind::Tags => "tags",
             Kind::Ui => "ui",
             Kind::Other => "other",
-        }
-    }
-
-    /// Classifies a request path by the registry's routes (distribution's `v2/routes.go`):
-    /// `/v2/<name>/blobs/uploads[/<id>]`, `/v2/<name>/blobs/<digest>`,
-    /// `/v2/<name>/manifests/<ref>`, `/v2/<name>/tags/list`, `/v2/_catalog`, and `/ui`.
-    /// A name may hold slashes and components named `blobs` or `manifests`, so the path is read
-    /// from the right; a reference or digest never holds a slash.
-    pub fn of(path: &str) -> Kind {
-        if path == "/ui" || path.starts_with("/ui/") {
-            return Kind::Ui;
-        }
-        let Some(rest) = path.strip_prefix("/v2/") else {
-            return Kind::Other;
-        };
-        if rest == "_catalog" {
-            return Kind::Catalog;
-        }
-        let mut parts = rest.rsplitn(3, '/');
-        let (Some(last), Some(second), Some(head)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Kind::Other;
-        };
-        let named = |head: &str| !head.is_empty();
-        match second {
-            "manifests" if named(head) && !last.is_empty() => Kind::Manifest,
-            "blobs" if named(head) && last == "uploads" => Kind::Upload,
-            "blobs" if named(head) && !last.is_empty() => Kind::Blob,
-            "uploads" if head.strip_suffix("/blobs").is_some_and(named) => Kind::Upload,
-            "tags" if named(head) && last == "list" => Kind::Tags,
-            _ => Kind::Other,
         }
     }
 }
@@ -520,43 +489,6 @@ impl Drop for ConnectionGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_are_classified_like_the_registry_routes_them() {
-        for (path, kind) in [
-            ("/v2/", Kind::Other),
-            ("/v2", Kind::Other),
-            ("/v2/_catalog", Kind::Catalog),
-            ("/v2/app/blobs/sha256:abc", Kind::Blob),
-            ("/v2/team/app/blobs/sha256:abc", Kind::Blob),
-            ("/v2/team/app/blobs/uploads/", Kind::Upload),
-            ("/v2/team/app/blobs/uploads", Kind::Upload),
-            ("/v2/team/app/blobs/uploads/5f1c-uuid", Kind::Upload),
-            ("/v2/team/app/manifests/latest", Kind::Manifest),
-            ("/v2/team/app/manifests/sha256:abc", Kind::Manifest),
-            ("/v2/team/app/tags/list", Kind::Tags),
-            // Name components that look like route words.
-            ("/v2/blobs/manifests/v1", Kind::Manifest),
-            ("/v2/manifests/blobs/sha256:abc", Kind::Blob),
-            ("/v2/x/blobs/uploads/manifests/v1", Kind::Manifest),
-            ("/v2/uploads/blobs/uploads/", Kind::Upload),
-            ("/v2/tags/tags/list", Kind::Tags),
-            // Not routes.
-            ("/v2/blobs/uploads/", Kind::Other),
-            ("/v2/manifests/latest", Kind::Other),
-            ("/v2/app/manifests/", Kind::Other),
-            ("/v2/app/tags/lists", Kind::Other),
-            ("/v2//manifests/x", Kind::Other),
-            ("/ui", Kind::Ui),
-            ("/ui/", Kind::Ui),
-            ("/ui/index.html", Kind::Ui),
-            ("/uix", Kind::Other),
-            ("/", Kind::Other),
-            ("", Kind::Other),
-        ] {
-            assert_eq!(Kind::of(path), kind, "{path}");
-        }
-    }
 
     #[test]
     fn renders_only_seen_request_series_and_a_cumulative_histogram() {

@@ -5,76 +5,78 @@
 //! the OAuth2 `password` and `refresh_token` grants, several scopes joined by spaces), the
 //! intersection of requested scopes with what the rules grant, and the JSON answer. Wrong
 //! credentials get 401 (so `docker login` fails) and count against the brute-force brake.
-//! Does not own: token format and signing (token/mod.rs), identity (auth/), decisions (authz/rules.rs).
+//! Does not own: reading the request off the wire (http/service.rs reads the query or the form
+//! body, within a deadline), token format and signing (token/mod.rs), identity (auth/),
+//! decisions (authz/policy.rs).
 
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use std::net::IpAddr;
 
-use crate::auth::{self, Credentials, Identity};
-use crate::authz::Action;
+use http::{HeaderValue, Method, Response, StatusCode, header};
+
+use crate::auth::{Authenticator, Credentials, Identity};
+use crate::authz::{Action, Ask, Caller, Grant, Policy};
 use crate::error::{self, Body, GateError};
-use crate::http::query;
-use crate::http::route;
-use crate::http::service::{ConnInfo, Gate, RequestCtx};
-use crate::token::{Grant, Tokens, intersect, token_response};
+use crate::http::query::Query;
+use crate::token::{Tokens, intersect, token_response};
 
-/// Largest form body accepted.
-const MAX_FORM: usize = 64 * 1024;
+/// What answering a token request needs from the gate.
+pub struct Issuer<'a> {
+    pub tokens: &'a Tokens,
+    pub auth: &'a Authenticator,
+    pub policy: &'a Policy<'a>,
+    /// The service this gate issues tokens for.
+    pub service: &'a str,
+}
 
-pub async fn serve(
-    gate: &Gate,
-    req: Request<Incoming>,
-    conn: ConnInfo,
-    ctx: &RequestCtx,
-    log: &mut crate::http::service::AccessLog,
-) -> Result<Response<Body>, GateError> {
-    let Some(tokens) = gate.tokens.as_ref() else {
-        return Err(GateError::NotFound("not found"));
-    };
-    let (identity, scopes, service, offline) = match *req.method() {
+/// A token request as the pipeline read it: GET's query with its `Authorization`, or POST's
+/// form body (read by the pipeline within a deadline).
+pub struct TokenRequest {
+    pub method: Method,
+    pub params: Query,
+    pub credentials: Credentials,
+    pub client: IpAddr,
+}
+
+/// Answers a token request; the identity is returned for the access log.
+pub async fn answer(
+    issuer: &Issuer<'_>,
+    req: TokenRequest,
+) -> Result<(Identity, Response<Body>), GateError> {
+    let Issuer {
+        tokens,
+        auth,
+        service: this_service,
+        ..
+    } = *issuer;
+    let p = &req.params;
+    let (identity, scopes, offline) = match req.method {
         Method::GET => {
-            let q = req.uri().query().map(str::to_owned);
-            let q = q.as_deref();
-            let identity = match auth::credentials(req.headers()) {
+            let identity = match req.credentials {
                 Credentials::None => Identity::Anonymous,
                 Credentials::Basic { user, password } => {
-                    gate.auth
-                        .verify_password(user, password, conn.peer.ip())
-                        .await?
+                    auth.verify_password(user, password, req.client).await?
                 }
                 Credentials::Bearer(_) | Credentials::Malformed => {
-                    return Err(gate.auth.challenge());
+                    return Err(auth.challenge());
                 }
             };
-            let scopes: Vec<String> = query::params(q, "scope").collect();
-            let offline = query::param(q, "offline_token").as_deref() == Some("true");
-            (identity, scopes, query::param(q, "service"), offline)
+            let scopes: Vec<String> = p.all("scope").map(str::to_owned).collect();
+            (identity, scopes, p.get("offline_token") == Some("true"))
         }
         Method::POST => {
-            let body = http_body_util::Limited::new(req.into_body(), MAX_FORM)
-                .collect()
-                .await
-                .map_err(|_| {
-                    GateError::BadRequest("token request body too large or broken".into())
-                })?
-                .to_bytes();
-            let form = String::from_utf8_lossy(&body).into_owned();
-            let f = Some(form.as_str());
-            let identity = match query::param(f, "grant_type").as_deref() {
+            let identity = match p.get("grant_type") {
                 Some("password") => {
-                    let user = query::param(f, "username").unwrap_or_default();
-                    let password = query::param(f, "password").unwrap_or_default();
+                    let user = p.get("username").unwrap_or_default();
+                    let password = p.get("password").unwrap_or_default();
                     if user.is_empty() {
                         return Err(GateError::BadRequest("username is required".into()));
                     }
-                    gate.auth
-                        .verify_password(user, password.into_bytes(), conn.peer.ip())
+                    auth.verify_password(user.to_owned(), password.as_bytes().to_vec(), req.client)
                         .await?
                 }
                 Some("refresh_token") => {
-                    let rt = query::param(f, "refresh_token").unwrap_or_default();
-                    refresh_identity(gate, tokens, &rt, &ctx.service)?
+                    let rt = p.get("refresh_token").unwrap_or_default();
+                    refresh_identity(auth, tokens, rt, this_service)?
                 }
                 other => {
                     return Err(GateError::BadRequest(format!(
@@ -83,39 +85,39 @@ pub async fn serve(
                     )));
                 }
             };
-            let scopes: Vec<String> = query::params(f, "scope")
-                .flat_map(|s| s.split(' ').map(str::to_owned).collect::<Vec<_>>())
+            // Several scopes may come in one value, joined by spaces.
+            let scopes: Vec<String> = p
+                .all("scope")
+                .flat_map(|s| s.split(' '))
                 .filter(|s| !s.is_empty())
+                .map(str::to_owned)
                 .collect();
-            let offline = query::param(f, "access_type").as_deref() == Some("offline");
-            (identity, scopes, query::param(f, "service"), offline)
+            (identity, scopes, p.get("access_type") == Some("offline"))
         }
         _ => return Err(GateError::Unsupported("use GET or POST for /token".into())),
     };
-    log.user = identity.clone();
-    if let Some(s) = &service
-        && *s != ctx.service
+    if let Some(s) = p.get("service")
+        && s != this_service
     {
         return Err(GateError::BadRequest(format!(
-            "unknown service {s:?}; this registry is {:?}",
-            ctx.service
+            "unknown service {s:?}; this registry is {this_service:?}"
         )));
     }
     let requested: Vec<Grant> = scopes
         .iter()
         .filter_map(|s| Grant::parse_scope(s))
         .collect();
+    // What is issued is what the policy grants this caller, scope by scope.
+    let caller = Caller::plain(&identity);
     let granted = intersect(&requested, |kind, name, action| match kind {
-        "repository" => {
-            route::is_valid_name(name)
-                && Action::parse(action)
-                    .is_some_and(|a| gate.access.decide(&identity, a, name).allowed)
-        }
+        "repository" => Action::parse(action).is_some_and(|action| {
+            issuer
+                .policy
+                .decide(caller, Ask::Grant { action, repo: name })
+                .allowed
+        }),
         "registry" => {
-            name == "catalog"
-                && action == "*"
-                && (matches!(identity, Identity::User(_))
-                    || gate.access.grants_any(&identity, Action::Pull))
+            name == "catalog" && action == "*" && issuer.policy.decide(caller, Ask::Catalog).allowed
         }
         _ => false,
     });
@@ -123,12 +125,11 @@ pub async fn serve(
         Identity::User(u) => u.to_string(),
         Identity::Anonymous => String::new(),
     };
-    let (token, claims) = tokens.access_token(&sub, &ctx.service, granted);
+    let (token, claims) = tokens.access_token(&sub, this_service, granted);
     let refresh = match (&identity, offline) {
-        (Identity::User(u), true) => gate
-            .auth
+        (Identity::User(u), true) => auth
             .stored_hash(u)
-            .map(|h| tokens.refresh_token(u, &ctx.service, &h)),
+            .map(|h| tokens.refresh_token(u, this_service, &h)),
         _ => None,
     };
     let body = token_response(&token, &claims, refresh.as_deref()).to_string();
@@ -140,13 +141,12 @@ pub async fn serve(
         HeaderValue::from_static("application/json"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(error::API_VERSION_HEADER, error::API_VERSION);
-    Ok(resp)
+    Ok((identity, resp))
 }
 
 /// The user a refresh token stands for, if it is still valid for their current password.
 fn refresh_identity(
-    gate: &Gate,
+    auth: &Authenticator,
     tokens: &Tokens,
     refresh_token: &str,
     service: &str,
@@ -159,7 +159,7 @@ fn refresh_identity(
     let claims = tokens
         .verify(refresh_token, service, "refresh")
         .map_err(|_| refused())?;
-    let hash = gate.auth.stored_hash(&claims.sub).ok_or_else(refused)?;
+    let hash = auth.stored_hash(&claims.sub).ok_or_else(refused)?;
     if claims.pwh.as_deref() != Some(tokens.password_tag(&claims.sub, &hash).as_str()) {
         return Err(refused());
     }

@@ -5,14 +5,15 @@
 //! `Link: <...>; rel="next"` header exactly when more allowed repositories follow). Work per
 //! request is bounded: at most [`MAX_UPSTREAM_PAGES`] upstream pages are read; when that budget
 //! runs out first, the answer is a shorter page whose `Link` continues from where the scan
-//! stopped, which the paging contract allows. Does not own: the decision (authz/rules.rs).
+//! stopped, which the paging contract allows. The registry's pages are fetched with the host the
+//! client's request named (on HTTP/2 its `:authority`), as forwarding does. Does not own: the
+//! decision (authz/policy.rs, asked once per repository) or reading the query (http/query.rs).
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::auth::Identity;
-use crate::authz::{AccessControl, Action};
+use crate::authz::{Action, Ask, Caller, Policy};
 use crate::error::{self, Body, GateError};
-use crate::http::query;
+use crate::http::query::Query;
 use crate::upstream::Proxy;
 
 /// Repositories asked of the registry per upstream page (its maximum).
@@ -23,24 +24,16 @@ const MAX_UPSTREAM_PAGES: usize = 20;
 const DEFAULT_N: usize = 100;
 const MAX_N: usize = 1000;
 
-/// The `n` and `last` of a catalog query.
-fn paging(query: Option<&str>) -> Result<(usize, Option<String>), GateError> {
-    let mut n = DEFAULT_N;
-    let mut last = None;
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match k {
-            "n" => {
-                n = v
-                    .parse::<usize>()
-                    .map_err(|_| GateError::BadRequest(format!("n={v} is not a number")))?
-                    .min(MAX_N);
-            }
-            "last" => last = Some(query::percent_decode(v)),
-            _ => {}
-        }
-    }
-    Ok((n, last))
+/// The `n` and `last` of a catalog query (the registry reads them with `r.URL.Query().Get`).
+fn paging(query: &Query) -> Result<(usize, Option<String>), GateError> {
+    let n = match query.get("n") {
+        None | Some("") => DEFAULT_N,
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| GateError::BadRequest(format!("n={v} is not a number")))?
+            .min(MAX_N),
+    };
+    Ok((n, query.get("last").map(str::to_owned)))
 }
 
 /// Encodes a repository name for a query value (`/` as `%2F`, as the registry writes it).
@@ -51,9 +44,9 @@ fn encode(name: &str) -> String {
 /// Answers a catalog request for `who`.
 pub async fn filtered(
     proxy: &Proxy,
-    access: &AccessControl,
-    who: &Identity,
-    query: Option<&str>,
+    policy: &Policy<'_>,
+    caller: Caller<'_>,
+    query: &Query,
     host: Option<&HeaderValue>,
 ) -> Result<Response<Body>, GateError> {
     let (n, last) = paging(query)?;
@@ -91,7 +84,11 @@ pub async fn filtered(
         let upstream_has_more = headers.contains_key(header::LINK) && !repos.is_empty();
         for repo in repos {
             scanned_to = Some(repo.clone());
-            if access.decide(who, Action::Pull, &repo).allowed {
+            let ask = Ask::Grant {
+                action: Action::Pull,
+                repo: &repo,
+            };
+            if policy.decide(caller, ask).allowed {
                 if shown.len() == n {
                     // One more allowed repository exists: the client gets a next link.
                     more = true;
@@ -120,7 +117,6 @@ pub async fn filtered(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
-    h.insert(error::API_VERSION_HEADER, error::API_VERSION);
     if let Some(from) = next_from {
         let link = format!("</v2/_catalog?last={}&n={n}>; rel=\"next\"", encode(&from));
         if let Ok(v) = HeaderValue::from_str(&link) {
@@ -136,12 +132,18 @@ mod tests {
 
     #[test]
     fn paging_reads_n_and_last() {
-        assert_eq!(paging(None).unwrap(), (100, None));
+        let q = |s: &str| Query::parse(s);
+        assert_eq!(paging(&q("")).unwrap(), (100, None));
         assert_eq!(
-            paging(Some("n=7&last=team%2Fapp")).unwrap(),
+            paging(&q("n=7&last=team%2Fapp")).unwrap(),
             (7, Some("team/app".into()))
         );
-        assert_eq!(paging(Some("n=5000")).unwrap().0, 1000);
-        assert!(paging(Some("n=x")).is_err());
+        // The first value wins, and an encoded key is the same key.
+        assert_eq!(
+            paging(&q("%6E=3&n=9&last=a&last=b")).unwrap(),
+            (3, Some("a".into()))
+        );
+        assert_eq!(paging(&q("n=5000")).unwrap().0, 1000);
+        assert!(paging(&q("n=x")).is_err());
     }
 }

@@ -2,12 +2,14 @@
 //!
 //! Owns: the pooled HTTP/1.1 keep-alive client (connect timeout, TCP_NODELAY, optional TLS to an
 //! `https://` upstream with `upstream_ca`), building the upstream request (the configured
-//! upstream plus the request's path and query byte for byte; never the client's authority, so
-//! the gate is no open proxy), `Host` kept verbatim (from `:authority` for HTTP/2), the response
+//! upstream plus the path and query the gate decided on; never the client's authority, so
+//! the gate is no open proxy), `Host` set to the host the request named (from `:authority`
+//! for HTTP/2), the response
 //! deadline, timing the wait for the response headers (metrics), and mapping connection
 //! failures to registry-style errors. Bodies are streamed both ways untouched; redirects are
 //! returned to the client, never followed.
-//! Does not own: deciding whether to forward (http/service.rs), the header rules (upstream/headers.rs).
+//! Does not own: deciding whether and what to forward (http/service.rs), the header rules
+//! (upstream/headers.rs).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -125,24 +127,23 @@ impl Proxy {
         Uri::from_parts(parts).map_err(|e| GateError::Internal(format!("upstream URI: {e}")))
     }
 
-    /// Sends `req` upstream and streams the answer back.
+    /// Sends `req` upstream and streams the answer back. `host` is the host the client's
+    /// request named (http/route.rs `request_host`: `:authority` on HTTP/2, RFC 9113 §8.3.1),
+    /// sent as `Host` because the registry builds upload `Location` URLs from it.
     ///
     /// `bytes_in` and `bytes_out` count the request and response bodies as they flow.
     pub async fn forward(
         &self,
         req: Request<Incoming>,
+        host: Option<HeaderValue>,
         hop: Hop,
         bytes_in: Arc<AtomicU64>,
         bytes_out: Arc<AtomicU64>,
     ) -> Result<Response<Body>, GateError> {
         let (mut parts, body) = req.into_parts();
-        // h2 has no Host header; the registry builds upload Location URLs from it (RFC 9113
-        // §8.3.1: :authority stands in for Host).
-        if !parts.headers.contains_key(header::HOST)
-            && let Some(auth) = parts.uri.authority()
-            && let Ok(v) = HeaderValue::from_str(auth.as_str())
-        {
-            parts.headers.insert(header::HOST, v);
+        parts.headers.remove(header::HOST);
+        if let Some(host) = host {
+            parts.headers.insert(header::HOST, host);
         }
         parts.uri = self.upstream_uri(parts.uri.path_and_query())?;
         parts.version = Version::HTTP_11;
@@ -168,7 +169,9 @@ impl Proxy {
     }
 
     /// GETs a small document from the upstream (at most `limit` bytes), for answers the gate
-    /// composes itself (the filtered catalog). `host` is the client's Host, kept as for forwarding.
+    /// composes itself (the filtered catalog). `host` is the host the client's request named,
+    /// sent as for forwarding (an HTTP/2 request has no `Host` header: without it the registry
+    /// answers 400).
     pub async fn fetch(
         &self,
         path_and_query: &str,

@@ -1,0 +1,737 @@
+//! The one policy: every "may this caller do this?" the gate answers, in one pure function.
+//!
+//! Owns: [`Policy::decide`], which combines the access rules (authz/rules.rs), the scopes of a
+//! presented token, mount sources, catalog visibility and read-only admission into a
+//! [`Decision`] that names its reason and, when a rules file decided, the rule's line. The
+//! request pipeline, the token endpoint, the filtered catalog and `access explain` all ask it,
+//! so none restates a part of it. No I/O and no shared state: the caller passes a snapshot of
+//! the rules and of the read-only switch. Does not own: who the caller is (auth/), turning a
+//! refusal into a response (http/service.rs), or token format (token/).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::rules::{Action, Rules, is_valid_name};
+use crate::auth::Identity;
+
+/// One scope entry, as in a token's `access` claim (`repository:team/app:pull,push`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub actions: Vec<String>,
+}
+
+impl Grant {
+    /// Parses `type:name:actions` (actions comma-separated). The name may hold colons.
+    pub fn parse_scope(scope: &str) -> Option<Grant> {
+        let (kind, rest) = scope.split_once(':')?;
+        let (name, actions) = rest.rsplit_once(':')?;
+        if kind.is_empty() || name.is_empty() {
+            return None;
+        }
+        Some(Grant {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            actions: actions
+                .split(',')
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        })
+    }
+
+    /// The scope string of this grant.
+    pub fn scope(&self) -> String {
+        format!("{}:{}:{}", self.kind, self.name, self.actions.join(","))
+    }
+
+    fn allows(&self, kind: &str, name: &str, action: &str) -> bool {
+        self.kind == kind
+            && self.name == name
+            && self.actions.iter().any(|a| a == action || a == "*")
+    }
+}
+
+/// Who is asking, as the policy sees them.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub identity: &'a Identity,
+    /// The scopes of the token the request carried (token mode); `None` without a token.
+    pub token: Option<&'a [Grant]>,
+}
+
+impl<'a> Caller<'a> {
+    /// A caller known by name or as anonymous, without a token (the token endpoint, `explain`).
+    pub fn plain(identity: &'a Identity) -> Self {
+        Caller {
+            identity,
+            token: None,
+        }
+    }
+}
+
+/// What is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask<'a> {
+    /// A request doing `action` on `repo`: the rules, the token's scopes and, for writes, the
+    /// read-only switch must all allow it.
+    Request { action: Action, repo: &'a str },
+    /// Reading a cross-repository mount's source: pull on `from`, by the rules and the token.
+    MountSource { from: &'a str },
+    /// Listing the catalog: the token (if any) must carry `registry:catalog:*`, and an
+    /// anonymous caller must be granted pull somewhere.
+    Catalog,
+    /// Whether the rules alone grant `action` on `repo` (a valid name): for catalog entries,
+    /// token scopes being issued, and `access explain`.
+    Grant { action: Action, repo: &'a str },
+}
+
+/// Why a decision went the way it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A rule grants it (its line is in [`Decision::rule`]).
+    Rule,
+    /// No rules file: every authenticated user may do everything.
+    NoRulesFile,
+    /// No rule grants it (or, without a rules file, the caller is anonymous).
+    NoRule,
+    /// The rules allow it but the token presented does not carry the scope.
+    TokenScope,
+    /// A write while the registry is read-only for maintenance.
+    ReadOnly,
+    /// Not a valid repository name.
+    InvalidName,
+}
+
+/// A decision, its reason, and the rule that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub reason: Reason,
+    /// Line of the rule that granted it, when a rules file decided.
+    pub rule: Option<usize>,
+}
+
+impl Decision {
+    fn deny(reason: Reason) -> Self {
+        Decision {
+            allowed: false,
+            reason,
+            rule: None,
+        }
+    }
+}
+
+/// Which repositories have a push in flight (ops/maintenance.rs keeps track).
+pub trait PushesInFlight: Sync {
+    fn push_in_flight(&self, repo: &str) -> bool;
+}
+
+impl<F: Fn(&str) -> bool + Sync> PushesInFlight for F {
+    fn push_in_flight(&self, repo: &str) -> bool {
+        self(repo)
+    }
+}
+
+/// No push in flight anywhere.
+pub struct NoPushes;
+
+impl PushesInFlight for NoPushes {
+    fn push_in_flight(&self, _: &str) -> bool {
+        false
+    }
+}
+
+/// The read-only switch as the policy sees it.
+#[derive(Clone, Copy)]
+pub struct ReadOnly<'a> {
+    pub on: bool,
+    /// Pushes in flight may finish while read-only.
+    pub pushes: &'a dyn PushesInFlight,
+}
+
+impl ReadOnly<'_> {
+    /// The switch is off.
+    pub const OFF: ReadOnly<'static> = ReadOnly {
+        on: false,
+        pushes: &NoPushes,
+    };
+}
+
+/// A snapshot of everything a decision depends on.
+pub struct Policy<'a> {
+    /// `None`: no rules file is configured.
+    pub rules: Option<Arc<Rules>>,
+    pub read_only: ReadOnly<'a>,
+}
+
+impl Policy<'_> {
+    /// Decides `ask` for `caller`.
+    pub fn decide(&self, caller: Caller<'_>, ask: Ask<'_>) -> Decision {
+        match ask {
+            Ask::Grant { repo, .. } | Ask::MountSource { from: repo } if !is_valid_name(repo) => {
+                Decision::deny(Reason::InvalidName)
+            }
+            Ask::Grant { action, repo } => self.rules_decide(caller.identity, action, repo),
+            Ask::MountSource { from } => self.with_token(caller, Action::Pull, from),
+            Ask::Request { action, repo } => {
+                let d = self.with_token(caller, action, repo);
+                if !d.allowed || action == Action::Pull || !self.read_only.on {
+                    return d;
+                }
+                // Deletes are always refused while read-only; a push already in flight may
+                // finish, so that turning the switch on never cuts a push in half.
+                if action == Action::Push && self.read_only.pushes.push_in_flight(repo) {
+                    return d;
+                }
+                Decision::deny(Reason::ReadOnly)
+            }
+            Ask::Catalog => {
+                if let Some(scopes) = caller.token
+                    && !scopes.iter().any(|g| g.allows("registry", "catalog", "*"))
+                {
+                    return Decision::deny(Reason::TokenScope);
+                }
+                match (&self.rules, caller.identity) {
+                    (None, Identity::User(_)) => Decision {
+                        allowed: true,
+                        reason: Reason::NoRulesFile,
+                        rule: None,
+                    },
+                    (None, Identity::Anonymous) => Decision::deny(Reason::NoRule),
+                    (Some(_), Identity::User(_)) => Decision {
+                        // Every user may list; what they see is filtered entry by entry.
+                        allowed: true,
+                        reason: Reason::Rule,
+                        rule: None,
+                    },
+                    (Some(rules), who) => match rules.first_grant_of(who, Action::Pull) {
+                        Some(line) => Decision {
+                            allowed: true,
+                            reason: Reason::Rule,
+                            rule: Some(line),
+                        },
+                        None => Decision::deny(Reason::NoRule),
+                    },
+                }
+            }
+        }
+    }
+
+    /// The rules, then the token's scope.
+    fn with_token(&self, caller: Caller<'_>, action: Action, repo: &str) -> Decision {
+        let d = self.rules_decide(caller.identity, action, repo);
+        if !d.allowed {
+            return d;
+        }
+        match caller.token {
+            Some(scopes)
+                if !scopes
+                    .iter()
+                    .any(|g| g.allows("repository", repo, action.as_str())) =>
+            {
+                Decision::deny(Reason::TokenScope)
+            }
+            _ => d,
+        }
+    }
+
+    fn rules_decide(&self, who: &Identity, action: Action, repo: &str) -> Decision {
+        match &self.rules {
+            Some(rules) => match rules.grant_line(who, action, repo) {
+                Some(line) => Decision {
+                    allowed: true,
+                    reason: Reason::Rule,
+                    rule: Some(line),
+                },
+                None => Decision::deny(Reason::NoRule),
+            },
+            None => match who {
+                Identity::User(_) => Decision {
+                    allowed: true,
+                    reason: Reason::NoRulesFile,
+                    rule: None,
+                },
+                Identity::Anonymous => Decision::deny(Reason::NoRule),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const RULES: &str = r#"
+[groups]
+ci = ["ci-bot"]
+
+[[rule]]
+repos = ["public/**"]
+users = ["anonymous", "*"]
+allow = ["pull"]
+
+[[rule]]
+repos = ["team-a/**"]
+users = ["alice", "@ci"]
+allow = ["pull", "push"]
+
+[[rule]]
+repos = ["team-b/secret"]
+users = ["bob"]
+allow = ["pull", "push", "delete"]
+"#;
+
+    fn rules() -> Option<Arc<Rules>> {
+        Some(Arc::new(
+            Rules::parse(RULES, Path::new("rules.toml")).unwrap(),
+        ))
+    }
+
+    fn user(name: &str) -> Identity {
+        if name == "anonymous" {
+            Identity::Anonymous
+        } else {
+            Identity::User(name.into())
+        }
+    }
+
+    fn scopes(list: &[&str]) -> Vec<Grant> {
+        list.iter().filter_map(|s| Grant::parse_scope(s)).collect()
+    }
+
+    use super::ReadOnly;
+    use Action::{Delete, Pull, Push};
+    use Reason::{InvalidName, NoRule, NoRulesFile, Rule, TokenScope};
+
+    /// Users × asks, each row naming the expected decision.
+    #[test]
+    fn rules_table() {
+        let policy = Policy {
+            rules: rules(),
+            read_only: ReadOnly::OFF,
+        };
+        let rows: &[(&str, Ask, bool, Reason, Option<usize>)] = &[
+            (
+                "anonymous",
+                Ask::Request {
+                    action: Pull,
+                    repo: "public/x",
+                },
+                true,
+                Rule,
+                Some(5),
+            ),
+            (
+                "anonymous",
+                Ask::Request {
+                    action: Push,
+                    repo: "public/x",
+                },
+                false,
+                NoRule,
+                None,
+            ),
+            (
+                "anonymous",
+                Ask::Request {
+                    action: Pull,
+                    repo: "team-a/app",
+                },
+                false,
+                NoRule,
+                None,
+            ),
+            (
+                "alice",
+                Ask::Request {
+                    action: Pull,
+                    repo: "public/x/y",
+                },
+                true,
+                Rule,
+                Some(5),
+            ),
+            (
+                "alice",
+                Ask::Request {
+                    action: Push,
+                    repo: "team-a/app",
+                },
+                true,
+                Rule,
+                Some(10),
+            ),
+            (
+                "alice",
+                Ask::Request {
+                    action: Push,
+                    repo: "team-a/sub/app",
+                },
+                true,
+                Rule,
+                Some(10),
+            ),
+            // `team-a/**` does not match `team-a` itself.
+            (
+                "alice",
+                Ask::Request {
+                    action: Push,
+                    repo: "team-a",
+                },
+                false,
+                NoRule,
+                None,
+            ),
+            (
+                "alice",
+                Ask::Request {
+                    action: Delete,
+                    repo: "team-a/app",
+                },
+                false,
+                NoRule,
+                None,
+            ),
+            (
+                "alice",
+                Ask::Request {
+                    action: Pull,
+                    repo: "team-b/secret",
+                },
+                false,
+                NoRule,
+                None,
+            ),
+            (
+                "ci-bot",
+                Ask::Request {
+                    action: Push,
+                    repo: "team-a/app",
+                },
+                true,
+                Rule,
+                Some(10),
+            ),
+            (
+                "bob",
+                Ask::Request {
+                    action: Delete,
+                    repo: "team-b/secret",
+                },
+                true,
+                Rule,
+                Some(15),
+            ),
+            (
+                "bob",
+                Ask::Request {
+                    action: Pull,
+                    repo: "team-b/other",
+                },
+                false,
+                NoRule,
+                None,
+            ),
+            // Mount sources: pull on the source, and a valid name.
+            (
+                "alice",
+                Ask::MountSource {
+                    from: "team-b/secret",
+                },
+                false,
+                NoRule,
+                None,
+            ),
+            (
+                "alice",
+                Ask::MountSource {
+                    from: "team-a/other",
+                },
+                true,
+                Rule,
+                Some(10),
+            ),
+            (
+                "alice",
+                Ask::MountSource {
+                    from: "team-a/../team-b/secret",
+                },
+                false,
+                InvalidName,
+                None,
+            ),
+            (
+                "alice",
+                Ask::MountSource { from: "Team-A/x" },
+                false,
+                InvalidName,
+                None,
+            ),
+            (
+                "bob",
+                Ask::MountSource {
+                    from: "team-b/secret",
+                },
+                true,
+                Rule,
+                Some(15),
+            ),
+            // The catalog: any user lists (filtered); anonymous only with some pull grant.
+            ("alice", Ask::Catalog, true, Rule, None),
+            ("anonymous", Ask::Catalog, true, Rule, Some(5)),
+            (
+                "bob",
+                Ask::Grant {
+                    action: Pull,
+                    repo: "team-a/app",
+                },
+                false,
+                NoRule,
+                None,
+            ),
+            (
+                "alice",
+                Ask::Grant {
+                    action: Pull,
+                    repo: "team-a/app",
+                },
+                true,
+                Rule,
+                Some(10),
+            ),
+            (
+                "alice",
+                Ask::Grant {
+                    action: Pull,
+                    repo: "team-a/App",
+                },
+                false,
+                InvalidName,
+                None,
+            ),
+        ];
+        for (who, ask, allowed, reason, rule) in rows {
+            let identity = user(who);
+            let d = policy.decide(Caller::plain(&identity), *ask);
+            assert_eq!(
+                d,
+                Decision {
+                    allowed: *allowed,
+                    reason: *reason,
+                    rule: *rule
+                },
+                "{who} {ask:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_a_rules_file_users_may_everything_and_anonymous_nothing() {
+        let policy = Policy {
+            rules: None,
+            read_only: ReadOnly::OFF,
+        };
+        for action in [Pull, Push, Delete] {
+            let alice = user("alice");
+            let d = policy.decide(
+                Caller::plain(&alice),
+                Ask::Request {
+                    action,
+                    repo: "any/x",
+                },
+            );
+            assert_eq!((d.allowed, d.reason), (true, NoRulesFile));
+            let anon = user("anonymous");
+            let d = policy.decide(
+                Caller::plain(&anon),
+                Ask::Request {
+                    action,
+                    repo: "any/x",
+                },
+            );
+            assert_eq!((d.allowed, d.reason), (false, NoRule));
+        }
+        let anon = user("anonymous");
+        assert!(!policy.decide(Caller::plain(&anon), Ask::Catalog).allowed);
+    }
+
+    #[test]
+    fn token_scopes_narrow_what_the_rules_allow() {
+        let policy = Policy {
+            rules: rules(),
+            read_only: ReadOnly::OFF,
+        };
+        let alice = user("alice");
+        let token = scopes(&[
+            "repository:team-a/app:pull,push",
+            "repository:team-a/lib:pull",
+        ]);
+        let caller = Caller {
+            identity: &alice,
+            token: Some(&token),
+        };
+        let rows: &[(Ask, bool, Reason)] = &[
+            (
+                Ask::Request {
+                    action: Push,
+                    repo: "team-a/app",
+                },
+                true,
+                Rule,
+            ),
+            (
+                Ask::Request {
+                    action: Push,
+                    repo: "team-a/lib",
+                },
+                false,
+                TokenScope,
+            ),
+            (
+                Ask::Request {
+                    action: Pull,
+                    repo: "team-a/other",
+                },
+                false,
+                TokenScope,
+            ),
+            // The token never adds to the rules.
+            (
+                Ask::Request {
+                    action: Pull,
+                    repo: "team-b/secret",
+                },
+                false,
+                NoRule,
+            ),
+            (Ask::MountSource { from: "team-a/lib" }, true, Rule),
+            (
+                Ask::MountSource {
+                    from: "team-a/other",
+                },
+                false,
+                TokenScope,
+            ),
+            (Ask::Catalog, false, TokenScope),
+            // Grants are the rules' alone.
+            (
+                Ask::Grant {
+                    action: Push,
+                    repo: "team-a/other",
+                },
+                true,
+                Rule,
+            ),
+        ];
+        for (ask, allowed, reason) in rows {
+            let d = policy.decide(caller, *ask);
+            assert_eq!((d.allowed, d.reason), (*allowed, *reason), "{ask:?}");
+        }
+        let with_catalog = scopes(&["registry:catalog:*"]);
+        let d = policy.decide(
+            Caller {
+                identity: &alice,
+                token: Some(&with_catalog),
+            },
+            Ask::Catalog,
+        );
+        assert!(d.allowed);
+        let star = scopes(&["repository:team-a/app:*"]);
+        let d = policy.decide(
+            Caller {
+                identity: &alice,
+                token: Some(&star),
+            },
+            Ask::Request {
+                action: Push,
+                repo: "team-a/app",
+            },
+        );
+        assert!(d.allowed);
+    }
+
+    #[test]
+    fn read_only_refuses_writes_but_lets_pushes_in_flight_finish() {
+        let in_flight = |repo: &str| repo == "team-a/busy";
+        let policy = Policy {
+            rules: rules(),
+            read_only: ReadOnly {
+                on: true,
+                pushes: &in_flight,
+            },
+        };
+        let alice = user("alice");
+        let bob = user("bob");
+        let rows: &[(&Identity, Ask, bool, Reason)] = &[
+            (
+                &alice,
+                Ask::Request {
+                    action: Pull,
+                    repo: "team-a/app",
+                },
+                true,
+                Rule,
+            ),
+            (
+                &alice,
+                Ask::Request {
+                    action: Push,
+                    repo: "team-a/app",
+                },
+                false,
+                Reason::ReadOnly,
+            ),
+            (
+                &alice,
+                Ask::Request {
+                    action: Push,
+                    repo: "team-a/busy",
+                },
+                true,
+                Rule,
+            ),
+            (
+                &bob,
+                Ask::Request {
+                    action: Delete,
+                    repo: "team-b/secret",
+                },
+                false,
+                Reason::ReadOnly,
+            ),
+            // Authorization comes first: a refused user learns nothing about maintenance.
+            (
+                &alice,
+                Ask::Request {
+                    action: Push,
+                    repo: "team-b/secret",
+                },
+                false,
+                NoRule,
+            ),
+        ];
+        for (who, ask, allowed, reason) in rows {
+            let d = policy.decide(Caller::plain(who), *ask);
+            assert_eq!(
+                (d.allowed, d.reason),
+                (*allowed, *reason),
+                "{who:?} {ask:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn scopes_parse() {
+        let g = Grant::parse_scope("repository:reg:5000/a:pull,push").unwrap();
+        assert_eq!(g.name, "reg:5000/a");
+        assert_eq!(g.actions, ["pull", "push"]);
+        assert_eq!(g.scope(), "repository:reg:5000/a:pull,push");
+        assert!(Grant::parse_scope("repository::pull").is_none());
+        assert!(Grant::parse_scope("nothing").is_none());
+    }
+}
