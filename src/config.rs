@@ -755,3 +755,6 @@ htpasswd = "htpasswd"
         assert!(err.contains("listen"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod docs_drift;
