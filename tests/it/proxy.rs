@@ -1,11 +1,9 @@
 //! The gate in front of the real registry, through the registry API over HTTP/1.1 and HTTP/2.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use reqwest::Method;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

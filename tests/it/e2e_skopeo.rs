@@ -1,8 +1,6 @@
 //! Real images through the gate with a real client: skopeo pushes and pulls over verified TLS.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 /// Every blob file in an OCI layout has the digest it is named by; returns the digests.
 fn layout_blobs(dir: &std::path::Path) -> Vec<String> {

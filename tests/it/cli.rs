@@ -1,10 +1,8 @@
 //! The command line: `check`, `access explain`, `--version`, `--help`, and config errors.
 
-mod support;
-
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 fn gate_bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_registry-gate"))

@@ -1,13 +1,11 @@
 //! CORS and the `/ui` static files, over HTTP against the gate in front of the real registry.
 
-mod support;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::support::*;
 use reqwest::Method;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const UI_ORIGIN: &str = "https://ui.example";

@@ -1,13 +1,11 @@
 //! Every htpasswd a user already has, made by the real tools, through the running gate; hot
 //! reload of users; the brute-force brake.
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::*;
 use reqwest::Method;
-use support::*;
 
 /// Runs a hash tool and returns its stdout line.
 fn tool(cmd: &str, args: &[&str]) -> String {

@@ -1,13 +1,11 @@
 //! Token mode: the distribution token flow served by the gate, with real clients.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64URL};
 use reqwest::Method;
-use support::*;
 
 const CAROL: (&str, &str) = ("carol", "carol-secret");
 const SERVICE: &str = "registry.test";

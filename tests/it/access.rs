@@ -1,12 +1,10 @@
 //! Who may pull, push and delete what: the rules through the running gate, against the real
 //! registry, with skopeo for real pushes and pulls.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use reqwest::Method;
-use support::*;
 
 const CI: (&str, &str) = ("ci-bot", "ci-secret");
 const CAROL: (&str, &str) = ("carol", "carol-secret");

@@ -1,19 +1,17 @@
 //! Operating the gate: certificate swaps under load, the admin listener (/metrics, /healthz,
 //! /readyz), and JSON logs of the real binary.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use reqwest::Method;
-use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 /// rcgen's default notAfter (4096-01-01T00:00:00Z), as unix time.

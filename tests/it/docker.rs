@@ -2,9 +2,7 @@
 //! talking to the gate as `localhost:PORT`. Docker treats loopback registries as insecure: it
 //! skips certificate checks but still speaks TLS first.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 const CAROL: (&str, &str) = ("carol", "carol-secret");
 const SERVICE: &str = "registry.test";
