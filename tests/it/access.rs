@@ -6,36 +6,6 @@ use std::time::Duration;
 use crate::support::*;
 use reqwest::Method;
 
-const CI: (&str, &str) = ("ci-bot", "ci-secret");
-const CAROL: (&str, &str) = ("carol", "carol-secret");
-const USERS: &[(&str, &str)] = &[ALICE, BOB, CI, CAROL];
-
-const RULES: &str = r#"
-[groups]
-ci = ["ci-bot"]
-admins = ["carol"]
-
-[[rule]]
-repos = ["public/**"]
-users = ["anonymous", "*"]
-allow = ["pull"]
-
-[[rule]]
-repos = ["team-a/**"]
-users = ["alice"]
-allow = ["pull", "push"]
-
-[[rule]]
-repos = ["team-a/**", "tools/*"]
-users = ["@ci"]
-allow = ["pull"]
-
-[[rule]]
-repos = ["**"]
-users = ["@admins"]
-allow = ["pull", "push", "delete"]
-"#;
-
 async fn gate_with_rules(registry: &Registry, rules: &str) -> (Gate, std::path::PathBuf) {
     gate_with_rules_and(registry, rules, "").await
 }
@@ -52,7 +22,7 @@ async fn gate_with_rules_and(
     let gate = Gate::start_with_users(
         &registry.url(),
         &format!("{top}\n[auth]\naccess = \"{}\"\n", path.display()),
-        USERS,
+        GROUP_USERS,
     )
     .await;
     (gate, path)
@@ -97,7 +67,7 @@ async fn try_action(api: &Api, action: &str, repo: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_cell_of_the_access_matrix() {
     let registry = Registry::start();
-    let (gate, _) = gate_with_rules(&registry, RULES).await;
+    let (gate, _) = gate_with_rules(&registry, GROUP_RULES).await;
     let carol = Api::new(&gate, false, Some(CAROL));
     let repos = [
         "team-a/app",
@@ -169,7 +139,7 @@ async fn every_cell_of_the_access_matrix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_push_and_pull_follow_the_rules() {
     let registry = Registry::start();
-    let (gate, _) = gate_with_rules(&registry, RULES).await;
+    let (gate, _) = gate_with_rules(&registry, GROUP_RULES).await;
     let skopeo = Skopeo::new();
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
@@ -179,23 +149,10 @@ async fn skopeo_push_and_pull_follow_the_rules() {
     let push = |creds: String, repo: &str| {
         let dest = format!("docker://{}/{repo}:v1", gate.host());
         let (skopeo, cert_dir, oci) = (&skopeo, cert_dir.clone(), oci.clone());
-        async move {
-            skopeo
-                .run(&[
-                    "copy",
-                    "--preserve-digests",
-                    "--dest-creds",
-                    &creds,
-                    "--dest-cert-dir",
-                    &cert_dir,
-                    &oci,
-                    &dest,
-                ])
-                .await
-        }
+        async move { skopeo.push(&cert_dir, Some(&creds), &oci, &dest).await }
     };
-    let alice = format!("{}:{}", ALICE.0, ALICE.1);
-    let ci = format!("{}:{}", CI.0, CI.1);
+    let alice = creds(ALICE);
+    let ci = creds(CI);
     let (ok, err) = push(alice.clone(), "team-a/sub/app").await;
     assert!(ok, "alice may push to team-a/sub/app: {err}");
     let (ok, err) = push(alice.clone(), "team-b/app").await;
@@ -205,41 +162,30 @@ async fn skopeo_push_and_pull_follow_the_rules() {
     assert!(!ok, "ci-bot may not push");
     let out = work.path().join("out");
     let (ok, err) = skopeo
-        .run(&[
-            "copy",
-            "--preserve-digests",
-            "--dest-oci-accept-uncompressed-layers",
-            "--src-creds",
-            &ci,
-            "--src-cert-dir",
+        .pull(
             &cert_dir,
+            &ci,
             &format!("docker://{}/team-a/sub/app:v1", gate.host()),
             &format!("oci:{}:v1", out.display()),
-        ])
+        )
         .await;
     assert!(ok, "ci-bot may pull team-a: {err}");
     // Anonymous pull of a public repository, the way `skopeo --no-creds` does it.
-    let carol = format!("{}:{}", CAROL.0, CAROL.1);
+    let carol = creds(CAROL);
     let (ok, err) = push(carol, "public/base").await;
     assert!(ok, "{err}");
     let (ok, err) = skopeo
-        .run(&[
-            "inspect",
-            "--no-creds",
-            "--cert-dir",
+        .inspect_anonymously(
             &cert_dir,
             &format!("docker://{}/public/base:v1", gate.host()),
-        ])
+        )
         .await;
     assert!(ok, "anonymous may pull public/base: {err}");
     let (ok, _) = skopeo
-        .run(&[
-            "inspect",
-            "--no-creds",
-            "--cert-dir",
+        .inspect_anonymously(
             &cert_dir,
             &format!("docker://{}/team-a/sub/app:v1", gate.host()),
-        ])
+        )
         .await;
     assert!(!ok, "anonymous may not pull team-a");
 }
@@ -247,7 +193,7 @@ async fn skopeo_push_and_pull_follow_the_rules() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_tricks_never_reach_a_denied_repository() {
     let registry = Registry::start();
-    let (gate, _) = gate_with_rules(&registry, RULES).await;
+    let (gate, _) = gate_with_rules(&registry, GROUP_RULES).await;
     Api::new(&gate, false, Some(CAROL))
         .push_image("team-b/app", "v1", vec![random_bytes(64)])
         .await;
@@ -306,7 +252,7 @@ async fn path_tricks_never_reach_a_denied_repository() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mount_needs_pull_on_the_source() {
     let registry = Registry::start();
-    let (gate, _) = gate_with_rules(&registry, RULES).await;
+    let (gate, _) = gate_with_rules(&registry, GROUP_RULES).await;
     let carol = Api::new(&gate, false, Some(CAROL));
     let alice = Api::new(&gate, false, Some(ALICE));
     let secret = carol.push_blob("team-b/app", random_bytes(4096)).await;
@@ -363,8 +309,9 @@ async fn a_mount_needs_pull_on_the_source() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_catalog_lists_only_what_the_caller_may_pull_with_exact_paging() {
     let registry = Registry::start();
-    let rules =
-        format!("{RULES}\n[[rule]]\nrepos = [\"*/ok\"]\nusers = [\"bob\"]\nallow = [\"pull\"]\n");
+    let rules = format!(
+        "{GROUP_RULES}\n[[rule]]\nrepos = [\"*/ok\"]\nusers = [\"bob\"]\nallow = [\"pull\"]\n"
+    );
     let (gate, _) = gate_with_rules(&registry, &rules).await;
     let carol = Api::new(&gate, false, Some(CAROL));
     let (_, blobs) = carol
@@ -439,14 +386,14 @@ async fn the_catalog_lists_only_what_the_caller_may_pull_with_exact_paging() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_changes_apply_within_two_seconds_and_a_broken_file_keeps_the_old_rules() {
     let registry = Registry::start();
-    let (gate, path) = gate_with_rules(&registry, RULES).await;
+    let (gate, path) = gate_with_rules(&registry, GROUP_RULES).await;
     Api::new(&gate, false, Some(CAROL))
         .push_image("team-b/app", "v1", vec![random_bytes(64)])
         .await;
     let bob = Api::new(&gate, false, Some(BOB));
     assert_eq!(try_action(&bob, "pull", "team-b/app").await, 403);
     let granted = format!(
-        "{RULES}\n[[rule]]\nrepos = [\"team-b/**\"]\nusers = [\"bob\"]\nallow = [\"pull\"]\n"
+        "{GROUP_RULES}\n[[rule]]\nrepos = [\"team-b/**\"]\nusers = [\"bob\"]\nallow = [\"pull\"]\n"
     );
     write_atomic(&path, granted.as_bytes());
     eventually(
@@ -486,7 +433,8 @@ async fn rule_changes_apply_within_two_seconds_and_a_broken_file_keeps_the_old_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() {
     let registry = Registry::start();
-    let (gate, _) = gate_with_rules_and(&registry, RULES, "admin_listen = \"127.0.0.1:0\"").await;
+    let (gate, _) =
+        gate_with_rules_and(&registry, GROUP_RULES, "admin_listen = \"127.0.0.1:0\"").await;
     let admin = gate.admin_url().trim_start_matches("http://").to_owned();
     let alice = Api::new(&gate, false, Some(ALICE));
     let cli = |args: &[&str]| {
@@ -627,7 +575,8 @@ async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_on_times_out_reporting_open_pushes() {
     let registry = Registry::start();
-    let (gate, _) = gate_with_rules_and(&registry, RULES, "admin_listen = \"127.0.0.1:0\"").await;
+    let (gate, _) =
+        gate_with_rules_and(&registry, GROUP_RULES, "admin_listen = \"127.0.0.1:0\"").await;
     let admin = gate.admin_url().trim_start_matches("http://").to_owned();
     let alice = Api::new(&gate, false, Some(ALICE));
     let r = alice

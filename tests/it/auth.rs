@@ -100,31 +100,22 @@ async fn skopeo_with_bcrypt_and_apr1_users() {
     for (creds, repo) in [("bc:bc-pw", "bcrypt/app"), ("md:md-pw", "apr1/app")] {
         let dest = format!("docker://{}/{repo}:v1", gate.host());
         let (ok, err) = skopeo
-            .run(&[
-                "copy",
-                "--preserve-digests",
-                "--dest-creds",
-                creds,
-                "--dest-cert-dir",
+            .push(
                 &cert_dir,
+                Some(creds),
                 &format!("oci:{}:v1", src.display()),
                 &dest,
-            ])
+            )
             .await;
         assert!(ok, "{creds} push: {err}");
         let out = work.path().join(repo.replace('/', "-"));
         let (ok, err) = skopeo
-            .run(&[
-                "copy",
-                "--preserve-digests",
-                "--dest-oci-accept-uncompressed-layers",
-                "--src-creds",
-                creds,
-                "--src-cert-dir",
+            .pull(
                 &cert_dir,
+                creds,
                 &dest,
                 &format!("oci:{}:v1", out.display()),
-            ])
+            )
             .await;
         assert!(ok, "{creds} pull: {err}");
     }

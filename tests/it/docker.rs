@@ -4,26 +4,6 @@
 
 use crate::support::*;
 
-const CAROL: (&str, &str) = ("carol", "carol-secret");
-const SERVICE: &str = "registry.test";
-
-const RULES: &str = r#"
-[[rule]]
-repos = ["public/**"]
-users = ["anonymous", "*"]
-allow = ["pull"]
-
-[[rule]]
-repos = ["team-a/**"]
-users = ["alice"]
-allow = ["pull", "push"]
-
-[[rule]]
-repos = ["**"]
-users = ["carol"]
-allow = ["pull", "push", "delete"]
-"#;
-
 /// Two layers: a few small files, and 1 MiB of incompressible bytes.
 fn layers() -> Vec<Vec<u8>> {
     vec![
@@ -178,15 +158,8 @@ async fn docker_logs_in_pushes_and_pulls_through_the_gate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_in_token_mode_pulls_anonymously_and_pushes_what_the_rules_allow() {
     let registry = Registry::start();
-    let dir = tempfile::tempdir().unwrap();
-    registry_gate::token::write_key(&dir.path().join("token.key"), false).unwrap();
-    std::fs::write(dir.path().join("access.toml"), RULES).unwrap();
-    let config = format!(
-        "[auth]\nmode = \"token\"\nservice = \"{SERVICE}\"\ntoken_key = \"{}\"\naccess = \"{}\"\n",
-        dir.path().join("token.key").display(),
-        dir.path().join("access.toml").display()
-    );
-    let gate = Gate::start_with_users(&registry.url(), &config, &[ALICE, BOB, CAROL]).await;
+    let token = TokenGate::start(&registry).await;
+    let gate = &token.gate;
     let dockerd = Dockerd::start().await;
     let work = tempfile::tempdir().unwrap();
     let host = gate.host();
@@ -266,5 +239,5 @@ async fn docker_in_token_mode_pulls_anonymously_and_pushes_what_the_rules_allow(
     );
 
     // Token mode: every exchange, refusals included, stayed on TLS.
-    assert_no_plain_http(&dockerd, &gate);
+    assert_no_plain_http(&dockerd, gate);
 }

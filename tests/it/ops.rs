@@ -214,10 +214,7 @@ async fn certificate_swaps_reach_new_connections_and_no_pull_fails() {
     let puller = {
         let (stats, config, addr) = (stats.clone(), config.clone(), gate.addr);
         let path = format!("/v2/ops/rotate/blobs/{digest}");
-        let auth = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", ALICE.0, ALICE.1))
-        );
+        let auth = basic(ALICE.0, ALICE.1);
         let expected = blob.clone();
         tokio::spawn(async move {
             let deadline = Instant::now() + Duration::from_secs(90);

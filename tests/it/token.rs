@@ -7,61 +7,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64URL};
 use reqwest::Method;
 
-const CAROL: (&str, &str) = ("carol", "carol-secret");
-const SERVICE: &str = "registry.test";
-
-const RULES: &str = r#"
-[[rule]]
-repos = ["public/**"]
-users = ["anonymous", "*"]
-allow = ["pull"]
-
-[[rule]]
-repos = ["team-a/**"]
-users = ["alice"]
-allow = ["pull", "push"]
-
-[[rule]]
-repos = ["**"]
-users = ["carol"]
-allow = ["pull", "push", "delete"]
-"#;
-
-struct Setup {
-    gate: Gate,
-    dir: tempfile::TempDir,
-}
-
-impl Setup {
-    fn key(&self) -> std::path::PathBuf {
-        self.dir.path().join("token.key")
-    }
-    fn rules(&self) -> std::path::PathBuf {
-        self.dir.path().join("access.toml")
-    }
-}
-
-fn token_config(dir: &std::path::Path) -> String {
-    format!(
-        "[auth]\nmode = \"token\"\nservice = \"{SERVICE}\"\ntoken_key = \"{}\"\naccess = \"{}\"\n",
-        dir.join("token.key").display(),
-        dir.join("access.toml").display()
-    )
-}
-
-async fn setup(registry: &Registry) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    registry_gate::token::write_key(&dir.path().join("token.key"), false).unwrap();
-    std::fs::write(dir.path().join("access.toml"), RULES).unwrap();
-    let gate = Gate::start_with_users(
-        &registry.url(),
-        &token_config(dir.path()),
-        &[ALICE, BOB, CAROL],
-    )
-    .await;
-    Setup { gate, dir }
-}
-
 async fn get_token(api: &Api, query: &str) -> reqwest::Response {
     api.req(Method::GET, &format!("/token?{query}"))
         .send()
@@ -89,7 +34,7 @@ const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
 #[tokio::test(flavor = "current_thread")]
 async fn the_token_endpoint_speaks_the_protocol() {
     let registry = Registry::start();
-    let s = setup(&registry).await;
+    let s = TokenGate::start(&registry).await;
     let gate = &s.gate;
     Api::new(gate, false, Some(CAROL))
         .push_image("team-a/app", "v1", vec![random_bytes(64)])
@@ -284,7 +229,7 @@ fn forge(key_file: &std::path::Path, claims: &serde_json::Value) -> String {
 #[tokio::test(flavor = "current_thread")]
 async fn expired_tampered_foreign_and_revoked_tokens_are_refused() {
     let registry = Registry::start();
-    let s = setup(&registry).await;
+    let s = TokenGate::start(&registry).await;
     let gate = &s.gate;
     Api::new(gate, false, Some(CAROL))
         .push_image("team-a/app", "v1", vec![random_bytes(64)])
@@ -336,7 +281,7 @@ async fn expired_tampered_foreign_and_revoked_tokens_are_refused() {
     // The rules stop granting the scope: refused within 2 s, with no new token.
     write_atomic(
         &s.rules(),
-        RULES
+        TEAM_RULES
             .replace("users = [\"alice\"]", "users = [\"nobody\"]")
             .as_bytes(),
     );
@@ -344,7 +289,7 @@ async fn expired_tampered_foreign_and_revoked_tokens_are_refused() {
         pull(tok.clone()).then_is(403)
     })
     .await;
-    write_atomic(&s.rules(), RULES.as_bytes());
+    write_atomic(&s.rules(), TEAM_RULES.as_bytes());
     eventually(Duration::from_secs(2), "grant back", || {
         pull(tok.clone()).then_is(200)
     })
@@ -369,13 +314,8 @@ impl<F: std::future::Future<Output = reqwest::StatusCode>> ThenIs for F {
 #[tokio::test(flavor = "current_thread")]
 async fn two_gates_sharing_a_key_accept_each_others_tokens() {
     let registry = Registry::start();
-    let s = setup(&registry).await;
-    let second = Gate::start_with_users(
-        &registry.url(),
-        &token_config(s.dir.path()),
-        &[ALICE, BOB, CAROL],
-    )
-    .await;
+    let s = TokenGate::start(&registry).await;
+    let second = TokenGate::start_gate(&registry, s.dir.path()).await;
     Api::new(&s.gate, false, Some(CAROL))
         .push_image("team-a/app", "v1", vec![random_bytes(64)])
         .await;
@@ -396,7 +336,7 @@ async fn two_gates_sharing_a_key_accept_each_others_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_and_podman_pull_anonymously_and_push_after_login() {
     let registry = Registry::start();
-    let s = setup(&registry).await;
+    let s = TokenGate::start(&registry).await;
     let gate = &s.gate;
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
@@ -410,19 +350,15 @@ async fn skopeo_and_podman_pull_anonymously_and_push_after_login() {
     );
     let cert_dir = gate.pki.cert_dir.to_str().unwrap().to_owned();
     let skopeo = Skopeo::new();
-    let carol = format!("{}:{}", CAROL.0, CAROL.1);
+    let carol = creds(CAROL);
     let public = format!("docker://{}/public/base:v1", gate.host());
     let (ok, err) = skopeo
-        .run(&[
-            "copy",
-            "--preserve-digests",
-            "--dest-creds",
-            &carol,
-            "--dest-cert-dir",
+        .push(
             &cert_dir,
+            Some(&carol),
             &format!("oci:{}:v1", src.display()),
             &public,
-        ])
+        )
         .await;
     assert!(ok, "carol pushes public/base: {err}");
 
@@ -454,59 +390,35 @@ async fn skopeo_and_podman_pull_anonymously_and_push_after_login() {
         .await;
     assert!(ok, "podman anonymous pull: {err}");
     let (ok, _) = podman
-        .run(&[
-            "push",
-            "--cert-dir",
+        .push(
             &cert_dir,
             &format!("{}/public/base:v1", gate.host()),
             &format!("docker://{}/team-a/app:v1", gate.host()),
-        ])
+        )
         .await;
     assert!(!ok, "podman push without login must fail");
     let (ok, _) = podman
-        .run(&[
-            "login",
-            "--cert-dir",
-            &cert_dir,
-            "-u",
-            ALICE.0,
-            "-p",
-            "wrong",
-            &gate.host(),
-        ])
+        .login(&cert_dir, &gate.host(), ALICE.0, "wrong")
         .await;
     assert!(!ok, "login with a wrong password must fail");
     let (ok, err) = podman
-        .run(&[
-            "login",
-            "--cert-dir",
-            &cert_dir,
-            "-u",
-            ALICE.0,
-            "-p",
-            ALICE.1,
-            &gate.host(),
-        ])
+        .login(&cert_dir, &gate.host(), ALICE.0, ALICE.1)
         .await;
     assert!(ok, "podman login: {err}");
     let (ok, err) = podman
-        .run(&[
-            "push",
-            "--cert-dir",
+        .push(
             &cert_dir,
             &format!("{}/public/base:v1", gate.host()),
             &format!("docker://{}/team-a/app:v1", gate.host()),
-        ])
+        )
         .await;
     assert!(ok, "alice pushes team-a/app: {err}");
     let (ok, err) = podman
-        .run(&[
-            "push",
-            "--cert-dir",
+        .push(
             &cert_dir,
             &format!("{}/public/base:v1", gate.host()),
             &format!("docker://{}/team-b/app:v1", gate.host()),
-        ])
+        )
         .await;
     assert!(!ok, "alice may not push team-b");
     assert!(
@@ -516,27 +428,16 @@ async fn skopeo_and_podman_pull_anonymously_and_push_after_login() {
 
     // skopeo login, then push.
     let (ok, err) = skopeo
-        .run(&[
-            "login",
-            "--cert-dir",
-            &cert_dir,
-            "-u",
-            ALICE.0,
-            "-p",
-            ALICE.1,
-            &gate.host(),
-        ])
+        .login(&cert_dir, &gate.host(), ALICE.0, ALICE.1)
         .await;
     assert!(ok, "skopeo login: {err}");
     let (ok, err) = skopeo
-        .run(&[
-            "copy",
-            "--preserve-digests",
-            "--dest-cert-dir",
+        .push(
             &cert_dir,
+            None,
             &format!("oci:{}:v1", src.display()),
             &format!("docker://{}/team-a/tool:v1", gate.host()),
-        ])
+        )
         .await;
     assert!(ok, "skopeo push after login: {err}");
 }

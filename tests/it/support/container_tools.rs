@@ -12,17 +12,9 @@ pub struct Skopeo {
 
 impl Skopeo {
     pub fn new() -> Skopeo {
-        assert!(
-            Path::new("/usr/bin/skopeo").exists(),
-            "/usr/bin/skopeo is missing: install Debian's skopeo package (see .ci/run)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("policy.json"),
-            r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
-        )
-        .unwrap();
-        Skopeo { dir }
+        Skopeo {
+            dir: tool_dir("/usr/bin/skopeo", "skopeo"),
+        }
     }
 
     /// Runs skopeo with `args`; returns (success, stderr).
@@ -44,6 +36,57 @@ impl Skopeo {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
+
+    /// `skopeo copy --preserve-digests SRC DEST` to a registry trusted through `cert_dir`, with
+    /// `--dest-creds` when `creds` (`user:password`) is given, else the login's.
+    pub async fn push(
+        &self,
+        cert_dir: &str,
+        creds: Option<&str>,
+        src: &str,
+        dest: &str,
+    ) -> (bool, String) {
+        let mut args = vec!["copy", "--preserve-digests"];
+        if let Some(creds) = creds {
+            args.extend(["--dest-creds", creds]);
+        }
+        args.extend(["--dest-cert-dir", cert_dir, src, dest]);
+        self.run(&args).await
+    }
+
+    /// `skopeo copy --preserve-digests SRC DEST` from a registry trusted through `cert_dir`, with
+    /// `--src-creds`, into an OCI layout (uncompressed layers accepted).
+    pub async fn pull(&self, cert_dir: &str, creds: &str, src: &str, dest: &str) -> (bool, String) {
+        self.run(&[
+            "copy",
+            "--preserve-digests",
+            "--dest-oci-accept-uncompressed-layers",
+            "--src-creds",
+            creds,
+            "--src-cert-dir",
+            cert_dir,
+            src,
+            dest,
+        ])
+        .await
+    }
+
+    /// `skopeo login` to `host`, trusted through `cert_dir`.
+    pub async fn login(
+        &self,
+        cert_dir: &str,
+        host: &str,
+        user: &str,
+        password: &str,
+    ) -> (bool, String) {
+        self.run(&login_args(cert_dir, host, user, password)).await
+    }
+
+    /// `skopeo inspect --no-creds` of `image`, trusted through `cert_dir`: what anonymous sees.
+    pub async fn inspect_anonymously(&self, cert_dir: &str, image: &str) -> (bool, String) {
+        self.run(&["inspect", "--no-creds", "--cert-dir", cert_dir, image])
+            .await
+    }
 }
 
 /// podman as root with vfs storage in its own temp root, and its own auth file.
@@ -53,16 +96,7 @@ pub struct Podman {
 
 impl Podman {
     pub fn new() -> Podman {
-        assert!(
-            Path::new("/usr/bin/podman").exists(),
-            "/usr/bin/podman is missing: install Debian's podman package (see .ci/run)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("policy.json"),
-            r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
-        )
-        .unwrap();
+        let dir = tool_dir("/usr/bin/podman", "podman");
         std::fs::write(dir.path().join("auth.json"), r#"{"auths":{}}"#).unwrap();
         Podman { dir }
     }
@@ -98,6 +132,57 @@ impl Podman {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
+
+    /// `podman login` to `host`, trusted through `cert_dir`.
+    pub async fn login(
+        &self,
+        cert_dir: &str,
+        host: &str,
+        user: &str,
+        password: &str,
+    ) -> (bool, String) {
+        self.run(&login_args(cert_dir, host, user, password)).await
+    }
+
+    /// `podman push` of the local image `image` to `dest`, trusted through `cert_dir`.
+    pub async fn push(&self, cert_dir: &str, image: &str, dest: &str) -> (bool, String) {
+        self.run(&["push", "--cert-dir", cert_dir, image, dest])
+            .await
+    }
+}
+
+/// The arguments of `login` for skopeo and podman alike.
+fn login_args<'a>(
+    cert_dir: &'a str,
+    host: &'a str,
+    user: &'a str,
+    password: &'a str,
+) -> [&'a str; 8] {
+    [
+        "login",
+        "--cert-dir",
+        cert_dir,
+        "-u",
+        user,
+        "-p",
+        password,
+        host,
+    ]
+}
+
+/// A temp dir for a tool at `bin` (from Debian's `package`), with a policy that accepts any image.
+fn tool_dir(bin: &str, package: &str) -> tempfile::TempDir {
+    assert!(
+        Path::new(bin).exists(),
+        "{bin} is missing: install Debian's {package} package (see .ci/run)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.json"),
+        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+    )
+    .unwrap();
+    dir
 }
 
 pub const DOCKERD_BIN: &str = "/usr/sbin/dockerd";

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use registry_gate::config::Config;
 
-use super::{ALICE, BOB, Pki, eventually, write_htpasswd};
+use super::{
+    ALICE, BOB, Pki, Registry, SERVICE, TEAM_RULES, TEAM_USERS, eventually, write_htpasswd,
+};
 
 /// A gate running in-process with a test PKI and htpasswd file.
 pub struct Gate {
@@ -144,4 +146,46 @@ pub async fn reload_barrier(gate: &mut Gate, cn: &str) {
         async move { served_leaf(g).await == want }
     })
     .await;
+}
+
+/// A gate in token mode with the team rules and users: its token key and rules file live in
+/// `dir`, which a second gate can share.
+pub struct TokenGate {
+    pub gate: Gate,
+    pub dir: tempfile::TempDir,
+}
+
+impl TokenGate {
+    /// Writes a token key and the team rules, then starts the gate in front of `registry`.
+    pub async fn start(registry: &Registry) -> TokenGate {
+        let dir = tempfile::tempdir().unwrap();
+        registry_gate::token::write_key(&dir.path().join("token.key"), false).unwrap();
+        std::fs::write(dir.path().join("access.toml"), TEAM_RULES).unwrap();
+        let gate = TokenGate::start_gate(registry, dir.path()).await;
+        TokenGate { gate, dir }
+    }
+
+    /// Another gate using the token key and rules in `dir`.
+    pub async fn start_gate(registry: &Registry, dir: &Path) -> Gate {
+        Gate::start_with_users(&registry.url(), &token_config(dir), TEAM_USERS).await
+    }
+
+    /// The token signing key.
+    pub fn key(&self) -> PathBuf {
+        self.dir.path().join("token.key")
+    }
+
+    /// The access rules file.
+    pub fn rules(&self) -> PathBuf {
+        self.dir.path().join("access.toml")
+    }
+}
+
+/// The `[auth]` section of token mode with the key and rules in `dir`.
+fn token_config(dir: &Path) -> String {
+    format!(
+        "[auth]\nmode = \"token\"\nservice = \"{SERVICE}\"\ntoken_key = \"{}\"\naccess = \"{}\"\n",
+        dir.join("token.key").display(),
+        dir.join("access.toml").display()
+    )
 }
