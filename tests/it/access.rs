@@ -59,7 +59,7 @@ async fn try_action(api: &Api, action: &str, repo: &str) -> u16 {
     let status = r.status().as_u16();
     if status == 202 && action == "push" {
         let loc = r.headers()["location"].to_str().unwrap().to_owned();
-        api.req(Method::DELETE, &loc).send().await.unwrap();
+        api.send(Method::DELETE, &loc).await;
     }
     status
 }
@@ -128,10 +128,8 @@ async fn every_cell_of_the_access_matrix() {
 
     // A refusal is the registry's JSON error.
     let r = Api::new(&gate, false, Some(BOB))
-        .req(Method::GET, "/v2/team-b/app/manifests/v1")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/v2/team-b/app/manifests/v1")
+        .await;
     assert_eq!(r.status(), 403);
     assert_eq!(error_code(&r.text().await.unwrap()), "DENIED");
 }
@@ -261,19 +259,15 @@ async fn a_mount_needs_pull_on_the_source() {
     // From a repository alice may not pull: an ordinary upload starts instead (202, not 201).
     let mark = registry.log_mark();
     let r = alice
-        .req(
+        .send(
             Method::POST,
             &format!("/v2/team-a/app/blobs/uploads/?mount={secret}&from=team-b%2Fapp"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 202);
     let r = alice
-        .req(Method::HEAD, &format!("/v2/team-a/app/blobs/{secret}"))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::HEAD, &format!("/v2/team-a/app/blobs/{secret}"))
+        .await;
     assert_eq!(
         r.status(),
         404,
@@ -286,23 +280,19 @@ async fn a_mount_needs_pull_on_the_source() {
 
     // From her own repository: mounted (201).
     let r = alice
-        .req(
+        .send(
             Method::POST,
             &format!("/v2/team-a/app/blobs/uploads/?mount={own}&from=team-a%2Fone"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 201);
     // carol may pull team-b: mounted.
     let r = carol
-        .req(
+        .send(
             Method::POST,
             &format!("/v2/team-c/app/blobs/uploads/?mount={secret}&from=team-b%2Fapp"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 201);
 }
 
@@ -322,16 +312,14 @@ async fn the_catalog_lists_only_what_the_caller_may_pull_with_exact_paging() {
         let ok = i % 5 < 2;
         let name = format!("c{i:03}/{}", if ok { "ok" } else { "no" });
         let r = carol
-            .req(
+            .send(
                 Method::POST,
                 &format!(
                     "/v2/{name}/blobs/uploads/?mount={}&from=seed%2Fbase",
                     blobs[0]
                 ),
             )
-            .send()
-            .await
-            .unwrap();
+            .await;
         assert_eq!(r.status(), 201, "{name}");
         if ok {
             expected.push(name);
@@ -345,7 +333,7 @@ async fn the_catalog_lists_only_what_the_caller_may_pull_with_exact_paging() {
     while let Some(url) = next.take() {
         pages += 1;
         assert!(pages <= 20, "too many pages");
-        let r = bob.req(Method::GET, &url).send().await.unwrap();
+        let r = bob.send(Method::GET, &url).await;
         assert_eq!(r.status(), 200);
         let link = r
             .headers()
@@ -374,10 +362,8 @@ async fn the_catalog_lists_only_what_the_caller_may_pull_with_exact_paging() {
 
     // Anonymous sees only public repositories (none here but the rule exists): an empty list.
     let r = Api::new(&gate, false, None)
-        .req(Method::GET, "/v2/_catalog")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/v2/_catalog")
+        .await;
     assert_eq!(r.status(), 200);
     let doc: serde_json::Value = r.json().await.unwrap();
     assert_eq!(doc["repositories"], serde_json::json!([]));
@@ -415,7 +401,7 @@ async fn rule_changes_apply_within_two_seconds_and_a_broken_file_keeps_the_old_r
     );
     let dave = Api::new(&gate, false, Some(("dave", "dave-secret")));
     eventually(Duration::from_secs(2), "dave can log in", || async {
-        dave.req(Method::GET, "/v2/").send().await.unwrap().status() == 200
+        dave.send(Method::GET, "/v2/").await.status() == 200
     })
     .await;
     assert_eq!(
@@ -449,10 +435,8 @@ async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() 
     // A push starts: its upload session is open when the switch is thrown.
     let layer = random_bytes(2 << 20);
     let r = alice
-        .req(Method::POST, "/v2/team-a/app/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::POST, "/v2/team-a/app/blobs/uploads/")
+        .await;
     assert_eq!(r.status(), 202);
     let location = r.headers()["location"].to_str().unwrap().to_owned();
 
@@ -471,10 +455,8 @@ async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() 
 
     // A new push elsewhere is refused with the registry's JSON error.
     let r = alice
-        .req(Method::POST, "/v2/team-a/other/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::POST, "/v2/team-a/other/blobs/uploads/")
+        .await;
     assert_eq!(r.status(), 405);
     let body = r.text().await.unwrap();
     assert_eq!(error_code(&body), "UNSUPPORTED");
@@ -524,10 +506,8 @@ async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() 
     );
     for b in &blobs {
         let r = alice
-            .req(Method::GET, &format!("/v2/team-a/app/blobs/{b}"))
-            .send()
-            .await
-            .unwrap();
+            .send(Method::GET, &format!("/v2/team-a/app/blobs/{b}"))
+            .await;
         assert_eq!(r.status(), 200, "{b} lost");
         assert_eq!(
             format!("sha256:{}", sha256_hex(&r.bytes().await.unwrap())),
@@ -580,10 +560,8 @@ async fn read_only_on_times_out_reporting_open_pushes() {
     let admin = gate.admin_url().trim_start_matches("http://").to_owned();
     let alice = Api::new(&gate, false, Some(ALICE));
     let r = alice
-        .req(Method::POST, "/v2/team-a/app/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::POST, "/v2/team-a/app/blobs/uploads/")
+        .await;
     assert_eq!(r.status(), 202);
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_registry-gate"))
         .args(["read-only", "on", "--timeout", "1", "--admin", &admin])

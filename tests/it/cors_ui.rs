@@ -595,18 +595,12 @@ async fn ui_auth_public_url_and_no_ui() {
         ),
     )
     .await;
-    let r = Api::new(&gate, false, None)
-        .req(Method::GET, "/ui/")
-        .send()
-        .await
-        .unwrap();
+    let r = Api::new(&gate, false, None).send(Method::GET, "/ui/").await;
     assert_eq!(r.status(), 401);
     assert!(r.headers().contains_key("www-authenticate"));
     let r = Api::new(&gate, false, Some(ALICE))
-        .req(Method::GET, "/ui/")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/ui/")
+        .await;
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
     assert!(
@@ -621,26 +615,14 @@ async fn ui_auth_public_url_and_no_ui() {
     // Without [ui] auth the UI is public, while the registry still is not.
     let open = Gate::start(&registry.url(), &ui_section(&ui, "")).await;
     let anon = Api::new(&open, false, None);
-    assert_eq!(
-        anon.req(Method::GET, "/ui/app.js")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        anon.req(Method::GET, "/v2/").send().await.unwrap().status(),
-        401
-    );
+    assert_eq!(anon.send(Method::GET, "/ui/app.js").await.status(), 200);
+    assert_eq!(anon.send(Method::GET, "/v2/").await.status(), 401);
 
     // Without [ui], /ui is an ordinary 404.
     let none = Gate::start(&registry.url(), "").await;
     let r = Api::new(&none, false, Some(ALICE))
-        .req(Method::GET, "/ui/")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/ui/")
+        .await;
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(&r.text().await.unwrap()), "NOT_FOUND");
 }

@@ -360,11 +360,11 @@ async fn metrics_count_a_known_sequence_of_requests() {
     let digest = alice.push_blob("ops/metrics", blob.clone()).await;
     let blob_path = format!("/v2/ops/metrics/blobs/{digest}");
     for _ in 0..2 {
-        let r = alice.req(Method::GET, &blob_path).send().await.unwrap();
+        let r = alice.send(Method::GET, &blob_path).await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.bytes().await.unwrap().len(), blob.len());
     }
-    let r = wrong.req(Method::GET, &blob_path).send().await.unwrap();
+    let r = wrong.send(Method::GET, &blob_path).await;
     assert_eq!(r.status(), 401);
     let r = anon
         .req(Method::GET, "/v2/")
@@ -373,18 +373,16 @@ async fn metrics_count_a_known_sequence_of_requests() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let r = anon.req(Method::GET, "/v2/").send().await.unwrap();
+    let r = anon.send(Method::GET, "/v2/").await;
     assert_eq!(r.status(), 401);
-    let r = alice.req(Method::GET, "/v2/_catalog").send().await.unwrap();
+    let r = alice.send(Method::GET, "/v2/_catalog").await;
     assert_eq!(r.status(), 200);
     let catalog_len = r.bytes().await.unwrap().len();
     let r = alice
-        .req(Method::HEAD, "/v2/ops/metrics/manifests/missing")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::HEAD, "/v2/ops/metrics/manifests/missing")
+        .await;
     assert_eq!(r.status(), 404);
-    let r = anon.req(Method::GET, "/ui/").send().await.unwrap();
+    let r = anon.send(Method::GET, "/ui/").await;
     let ui_class = format!("{}xx", r.status().as_u16() / 100);
     drop(r.bytes().await);
 
@@ -579,19 +577,15 @@ async fn json_logs_carry_the_access_fields_and_no_secrets() {
     let blob = random_bytes(20_000);
     let digest = alice.push_blob("ops/logs", blob.clone()).await;
     let r = alice
-        .req(Method::GET, &format!("/v2/ops/logs/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, &format!("/v2/ops/logs/blobs/{digest}"))
+        .await;
     assert_eq!(r.bytes().await.unwrap().len(), blob.len());
     let bob_wrong = "bob-wrong-password";
     let r = api(Some((BOB.0, bob_wrong)))
-        .req(Method::GET, "/v2/")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/v2/")
+        .await;
     assert_eq!(r.status(), 401);
-    let r = api(None).req(Method::GET, "/v2/").send().await.unwrap();
+    let r = api(None).send(Method::GET, "/v2/").await;
     assert_eq!(r.status(), 401);
     drop(alice);
 

@@ -8,10 +8,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64URL};
 use reqwest::Method;
 
 async fn get_token(api: &Api, query: &str) -> reqwest::Response {
-    api.req(Method::GET, &format!("/token?{query}"))
-        .send()
-        .await
-        .unwrap()
+    api.send(Method::GET, &format!("/token?{query}")).await
 }
 
 async fn token_json(api: &Api, query: &str) -> serde_json::Value {
@@ -45,7 +42,7 @@ async fn the_token_endpoint_speaks_the_protocol() {
 
     // The ping challenges anonymous callers with the realm and service, no scope.
     let anon = Api::new(gate, false, None);
-    let r = anon.req(Method::GET, "/v2/").send().await.unwrap();
+    let r = anon.send(Method::GET, "/v2/").await;
     assert_eq!(r.status(), 401);
     assert_eq!(
         r.headers()["www-authenticate"],
@@ -56,11 +53,7 @@ async fn the_token_endpoint_speaks_the_protocol() {
         .as_str()
     );
     // A repository request names the scope it needs.
-    let r = anon
-        .req(Method::GET, "/v2/team-a/app/manifests/v1")
-        .send()
-        .await
-        .unwrap();
+    let r = anon.send(Method::GET, "/v2/team-a/app/manifests/v1").await;
     assert_eq!(r.status(), 401);
     assert!(
         r.headers()["www-authenticate"]
@@ -113,7 +106,7 @@ async fn the_token_endpoint_speaks_the_protocol() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = with.req(Method::GET, "/v2/_catalog").send().await.unwrap();
+    let r = with.send(Method::GET, "/v2/_catalog").await;
     assert_eq!(r.status(), 200);
     let r = with
         .req(Method::GET, "/v2/public/base/manifests/v1")
@@ -131,10 +124,8 @@ async fn the_token_endpoint_speaks_the_protocol() {
     let bob = Api::new(gate, false, Some(BOB));
     let v = token_json(&bob, "scope=repository:team-a/app:pull,push").await;
     let r = bearer(gate, v["token"].as_str().unwrap())
-        .req(Method::POST, "/v2/team-a/app/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::POST, "/v2/team-a/app/blobs/uploads/")
+        .await;
     assert_eq!(r.status(), 403);
     assert!(
         r.text()
@@ -158,10 +149,8 @@ async fn the_token_endpoint_speaks_the_protocol() {
         .expect("refresh_token")
         .to_owned();
     let r = bearer(gate, v["token"].as_str().unwrap())
-        .req(Method::GET, "/v2/")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/v2/")
+        .await;
     assert_eq!(r.status(), 200);
 
     // POST with the refresh_token grant, scopes joined by spaces.
@@ -204,10 +193,8 @@ async fn the_token_endpoint_speaks_the_protocol() {
 
     // Basic credentials still work on /v2/ in token mode, for curl scripts.
     let r = Api::new(gate, false, Some(CAROL))
-        .req(Method::GET, "/v2/_catalog")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/v2/_catalog")
+        .await;
     assert_eq!(r.status(), 200);
 }
 
@@ -266,11 +253,7 @@ async fn expired_tampered_foreign_and_revoked_tokens_are_refused() {
         401,
         "other key"
     );
-    let r = bearer(gate, "not-a-token")
-        .req(Method::GET, "/v2/")
-        .send()
-        .await
-        .unwrap();
+    let r = bearer(gate, "not-a-token").send(Method::GET, "/v2/").await;
     assert!(
         r.headers()["www-authenticate"]
             .to_str()

@@ -79,6 +79,11 @@ impl Api {
         }
     }
 
+    /// Sends a request without a body and returns the answer.
+    pub async fn send(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
+        self.req(method, path).send().await.unwrap()
+    }
+
     /// Uploads a blob as docker does: POST, one chunked PATCH, PUT `?digest=`.
     pub async fn push_blob(&self, repo: &str, data: Vec<u8>) -> String {
         let digest = format!("sha256:{}", sha256_hex(&data));
