@@ -340,12 +340,7 @@ struct Raw {
 
 /// Sends `path` byte for byte (no client-side normalization of `..` or `%2e`).
 async fn raw_get(gate: &Gate, path: &[u8]) -> Raw {
-    let config = Arc::new(gate.pki.client_config(&[b"http/1.1"]));
-    let tcp = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(config)
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
+    let mut tls = tls_connect(gate).await;
     let mut req = b"GET ".to_vec();
     req.extend_from_slice(path);
     req.extend_from_slice(b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");

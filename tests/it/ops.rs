@@ -114,21 +114,8 @@ fn fresh_handshakes(gate: &Gate) -> Arc<rustls::ClientConfig> {
     Arc::new(config)
 }
 
-async fn tls_connect(
-    config: &Arc<rustls::ClientConfig>,
-    addr: std::net::SocketAddr,
-) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    tokio_rustls::TlsConnector::from(config.clone())
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .map_err(|e| format!("TLS: {e}"))
-}
-
 /// The common name of the certificate a TLS connection was given.
-fn peer_cn(tls: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> String {
+fn peer_cn(tls: &TlsStream) -> String {
     let der = &tls
         .get_ref()
         .1
@@ -141,7 +128,7 @@ fn peer_cn(tls: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> Stri
 
 /// The CN a new connection is served now.
 async fn served_cn(config: &Arc<rustls::ClientConfig>, gate: &Gate) -> String {
-    peer_cn(&tls_connect(config, gate.addr).await.unwrap())
+    peer_cn(&try_tls_connect(config, gate.addr).await.unwrap())
 }
 
 /// One pull on a new connection: GET `path` with `authorization`; returns the CN and the body.
@@ -151,7 +138,7 @@ async fn pull_once(
     path: &str,
     authorization: &str,
 ) -> Result<(String, Bytes), String> {
-    let tls = tls_connect(config, addr).await?;
+    let tls = try_tls_connect(config, addr).await?;
     let cn = peer_cn(&tls);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await

@@ -298,15 +298,6 @@ async fn an_aborted_upload_leaves_the_gate_healthy() {
     assert_eq!(r.status(), 200);
 }
 
-async fn tls_connect(gate: &Gate) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let config = std::sync::Arc::new(gate.pki.client_config(&[b"http/1.1"]));
-    let tcp = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(config)
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_are_cut_off_after_the_header_timeout() {
     let registry = Registry::start();

@@ -178,16 +178,34 @@ pub fn error_code(body: &str) -> String {
         .to_owned()
 }
 
+/// A client-side TLS connection over TCP.
+pub type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// Connects to `addr` over TLS as `localhost` with `config`; errors say which step failed.
+pub async fn try_tls_connect(
+    config: &Arc<rustls::ClientConfig>,
+    addr: std::net::SocketAddr,
+) -> Result<TlsStream, String> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    tokio_rustls::TlsConnector::from(config.clone())
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))
+}
+
+/// A new TLS connection to the gate, trusting the test CA, offering HTTP/1.1.
+pub async fn tls_connect(gate: &Gate) -> TlsStream {
+    let config = Arc::new(gate.pki.client_config(&[b"http/1.1"]));
+    try_tls_connect(&config, gate.addr).await.unwrap()
+}
+
 /// Sends `request` (a raw HTTP/1.1 head, `Connection: close` added) over verified TLS and
 /// returns the status code and the whole answer. For paths no client library would send as is.
 pub async fn raw_request(gate: &Gate, request: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let config = Arc::new(gate.pki.client_config(&[b"http/1.1"]));
-    let tcp = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(config)
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
+    let mut tls = tls_connect(gate).await;
     let head = request.trim_end_matches("\r\n");
     tls.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
         .await

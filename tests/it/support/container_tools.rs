@@ -20,21 +20,15 @@ impl Skopeo {
     /// Runs skopeo with `args`; returns (success, stderr).
     pub async fn run(&self, args: &[&str]) -> (bool, String) {
         let policy = self.dir.path().join("policy.json");
-        let out = tokio::process::Command::new("/usr/bin/skopeo")
-            .arg("--policy")
+        let mut cmd = tokio::process::Command::new("/usr/bin/skopeo");
+        cmd.arg("--policy")
             .arg(&policy)
             .args(args)
             .env("REGISTRY_AUTH_FILE", self.dir.path().join("auth.json"))
             .env("HOME", self.dir.path())
             .env("TMPDIR", self.dir.path())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .expect("run skopeo");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+            .kill_on_drop(true);
+        success_and_stderr(cmd, "skopeo").await
     }
 
     /// `skopeo copy --preserve-digests SRC DEST` to a registry trusted through `cert_dir`, with
@@ -104,8 +98,8 @@ impl Podman {
     /// Runs podman with `args`; returns (success, stderr).
     pub async fn run(&self, args: &[&str]) -> (bool, String) {
         let d = self.dir.path();
-        let out = tokio::process::Command::new("/usr/bin/podman")
-            .arg("--root")
+        let mut cmd = tokio::process::Command::new("/usr/bin/podman");
+        cmd.arg("--root")
             .arg(d.join("root"))
             .arg("--runroot")
             .arg(d.join("run"))
@@ -123,14 +117,8 @@ impl Podman {
             .env("HOME", d)
             .env("TMPDIR", d)
             .env("XDG_RUNTIME_DIR", d.join("xdg"))
-            .kill_on_drop(true)
-            .output()
-            .await
-            .expect("run podman");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+            .kill_on_drop(true);
+        success_and_stderr(cmd, "podman").await
     }
 
     /// `podman login` to `host`, trusted through `cert_dir`.
@@ -149,6 +137,18 @@ impl Podman {
         self.run(&["push", "--cert-dir", cert_dir, image, dest])
             .await
     }
+}
+
+/// Runs `cmd` to the end; returns (success, stderr).
+async fn success_and_stderr(mut cmd: tokio::process::Command, tool: &str) -> (bool, String) {
+    let out = cmd
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("run {tool}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// The arguments of `login` for skopeo and podman alike.

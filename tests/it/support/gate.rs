@@ -3,13 +3,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use registry_gate::config::Config;
 
 use super::{
-    ALICE, BOB, Pki, Registry, SERVICE, TEAM_RULES, TEAM_USERS, eventually, write_htpasswd,
+    ALICE, BOB, Pki, Registry, SERVICE, TEAM_RULES, TEAM_USERS, eventually, tls_connect,
+    write_htpasswd,
 };
 
 /// A gate running in-process with a test PKI and htpasswd file.
@@ -114,12 +114,7 @@ fn split_extra(extra: &str) -> (String, String) {
 
 /// The leaf certificate a new TLS connection to the gate is served (DER).
 pub async fn served_leaf(gate: &Gate) -> Vec<u8> {
-    let config = Arc::new(gate.pki.client_config(&[b"http/1.1"]));
-    let tcp = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = tls_connect(gate).await;
     tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
