@@ -363,22 +363,14 @@ async fn skopeo_and_podman_pull_anonymously_and_push_after_login() {
 
     // podman: the same, then login, push to an allowed and a forbidden repository.
     let podman = Podman::new();
+    let local_image = format!("{}/public/base:v1", gate.host());
+    let team_a = format!("docker://{}/team-a/app:v1", gate.host());
+    let team_b = format!("docker://{}/team-b/app:v1", gate.host());
     let (ok, err) = podman
-        .run(&[
-            "pull",
-            "--cert-dir",
-            &cert_dir,
-            &format!("{}/public/base:v1", gate.host()),
-        ])
+        .run(&["pull", "--cert-dir", &cert_dir, &local_image])
         .await;
     assert!(ok, "podman anonymous pull: {err}");
-    let (ok, _) = podman
-        .push(
-            &cert_dir,
-            &format!("{}/public/base:v1", gate.host()),
-            &format!("docker://{}/team-a/app:v1", gate.host()),
-        )
-        .await;
+    let (ok, _) = podman.push(&cert_dir, &local_image, &team_a).await;
     assert!(!ok, "podman push without login must fail");
     let (ok, _) = podman
         .login(&cert_dir, &gate.host(), ALICE.0, "wrong")
@@ -388,21 +380,9 @@ async fn skopeo_and_podman_pull_anonymously_and_push_after_login() {
         .login(&cert_dir, &gate.host(), ALICE.0, ALICE.1)
         .await;
     assert!(ok, "podman login: {err}");
-    let (ok, err) = podman
-        .push(
-            &cert_dir,
-            &format!("{}/public/base:v1", gate.host()),
-            &format!("docker://{}/team-a/app:v1", gate.host()),
-        )
-        .await;
+    let (ok, err) = podman.push(&cert_dir, &local_image, &team_a).await;
     assert!(ok, "alice pushes team-a/app: {err}");
-    let (ok, err) = podman
-        .push(
-            &cert_dir,
-            &format!("{}/public/base:v1", gate.host()),
-            &format!("docker://{}/team-b/app:v1", gate.host()),
-        )
-        .await;
+    let (ok, err) = podman.push(&cert_dir, &local_image, &team_b).await;
     assert!(!ok, "alice may not push team-b");
     assert!(
         err.contains("denied") || err.contains("403") || err.contains("unauthorized"),
