@@ -28,6 +28,34 @@ async fn gate_with_rules_and(
     (gate, path)
 }
 
+/// A gate with the group rules and an admin listener, and that listener's `HOST:PORT`, as
+/// `registry-gate read-only --admin` takes it.
+async fn gate_with_admin(registry: &Registry) -> (Gate, String) {
+    let (gate, _) =
+        gate_with_rules_and(registry, GROUP_RULES, "admin_listen = \"127.0.0.1:0\"").await;
+    let admin = gate.admin_url().trim_start_matches("http://").to_owned();
+    (gate, admin)
+}
+
+/// `registry-gate read-only ARGS --admin ADMIN`.
+fn read_only(admin: &str, args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(GATE_BIN);
+    c.arg("read-only")
+        .args(args)
+        .args(["--admin", admin])
+        .kill_on_drop(true);
+    c
+}
+
+/// Starts a blob upload to `repo` (202); returns its Location.
+async fn start_upload(api: &Api, repo: &str) -> String {
+    let r = api
+        .send(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+        .await;
+    assert_eq!(r.status(), 202);
+    r.headers()["location"].to_str().unwrap().to_owned()
+}
+
 const FAKE_DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
 /// The status each action gets: pull = GET manifest, push = POST upload, delete = DELETE a
@@ -419,26 +447,13 @@ async fn rule_changes_apply_within_two_seconds_and_a_broken_file_keeps_the_old_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() {
     let registry = Registry::start();
-    let (gate, _) =
-        gate_with_rules_and(&registry, GROUP_RULES, "admin_listen = \"127.0.0.1:0\"").await;
-    let admin = gate.admin_url().trim_start_matches("http://").to_owned();
+    let (gate, admin) = gate_with_admin(&registry).await;
     let alice = Api::new(&gate, false, Some(ALICE));
-    let cli = |args: &[&str]| {
-        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_registry-gate"));
-        c.arg("read-only")
-            .args(args)
-            .args(["--admin", &admin])
-            .kill_on_drop(true);
-        c
-    };
+    let cli = |args: &[&str]| read_only(&admin, args);
 
     // A push starts: its upload session is open when the switch is thrown.
     let layer = random_bytes(2 << 20);
-    let r = alice
-        .send(Method::POST, "/v2/team-a/app/blobs/uploads/")
-        .await;
-    assert_eq!(r.status(), 202);
-    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let location = start_upload(&alice, "team-a/app").await;
 
     // `read-only on` returns only once that push is done.
     let on = cli(&["on", "--timeout", "60"]).output();
@@ -555,16 +570,10 @@ async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_on_times_out_reporting_open_pushes() {
     let registry = Registry::start();
-    let (gate, _) =
-        gate_with_rules_and(&registry, GROUP_RULES, "admin_listen = \"127.0.0.1:0\"").await;
-    let admin = gate.admin_url().trim_start_matches("http://").to_owned();
+    let (gate, admin) = gate_with_admin(&registry).await;
     let alice = Api::new(&gate, false, Some(ALICE));
-    let r = alice
-        .send(Method::POST, "/v2/team-a/app/blobs/uploads/")
-        .await;
-    assert_eq!(r.status(), 202);
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_registry-gate"))
-        .args(["read-only", "on", "--timeout", "1", "--admin", &admin])
+    start_upload(&alice, "team-a/app").await;
+    let out = read_only(&admin, &["on", "--timeout", "1"])
         .output()
         .await
         .unwrap();

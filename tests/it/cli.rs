@@ -5,7 +5,7 @@ use std::process::Command;
 use crate::support::*;
 
 fn gate_bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_registry-gate"))
+    Command::new(GATE_BIN)
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {

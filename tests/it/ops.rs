@@ -517,7 +517,7 @@ async fn json_logs_carry_the_access_fields_and_no_secrets() {
         ),
     )
     .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_registry-gate"))
+    let mut child = tokio::process::Command::new(GATE_BIN)
         .args(["serve", "--config"])
         .arg(&config)
         .args(["--log-format", "json"])

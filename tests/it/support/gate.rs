@@ -12,6 +12,9 @@ use super::{
     write_htpasswd,
 };
 
+/// The registry-gate binary cargo built for these tests.
+pub const GATE_BIN: &str = env!("CARGO_BIN_EXE_registry-gate");
+
 /// A gate running in-process with a test PKI and htpasswd file.
 pub struct Gate {
     pub running: Option<registry_gate::Running>,
