@@ -131,6 +131,16 @@ async fn served_cn(config: &Arc<rustls::ClientConfig>, gate: &Gate) -> String {
     peer_cn(&try_tls_connect(config, gate.addr).await.unwrap())
 }
 
+/// Waits up to 2 s until new connections are served the certificate named `cn`.
+async fn new_connections_see(config: &Arc<rustls::ClientConfig>, gate: &Gate, cn: &str) {
+    eventually(
+        Duration::from_secs(2),
+        &format!("new connections see {cn}"),
+        || async { served_cn(config, gate).await == cn },
+    )
+    .await;
+}
+
 /// One pull on a new connection: GET `path` with `authorization`; returns the CN and the body.
 async fn pull_once(
     config: &Arc<rustls::ClientConfig>,
@@ -238,27 +248,15 @@ async fn certificate_swaps_reach_new_connections_and_no_pull_fails() {
         }
     };
     eventually(Duration::from_secs(10), "the puller succeeds", at_least(3)).await;
+    // Three more successful pulls within 5 s from now.
+    let puller_goes_on =
+        |what: &'static str| eventually(Duration::from_secs(5), what, at_least(ok_now() + 3));
 
     // 1. A valid new pair, written as certbot does (rename). New connections get it within 2 s.
     let (cert, key) = (gate.pki.cert.clone(), gate.pki.key.clone());
     gate.pki.issue_to(&cert, &key, "server-2");
-    eventually(
-        Duration::from_secs(2),
-        "new connections see server-2",
-        || {
-            let config = config.clone();
-            let gate = &gate;
-            async move { served_cn(&config, gate).await == "server-2" }
-        },
-    )
-    .await;
-    let n = ok_now();
-    eventually(
-        Duration::from_secs(5),
-        "the puller goes on after the swap",
-        at_least(n + 3),
-    )
-    .await;
+    new_connections_see(&config, &gate, "server-2").await;
+    puller_goes_on("the puller goes on after the swap").await;
 
     // 2. A broken certificate file, also written through a rename: the reload is refused and
     // the previous pair stays.
@@ -275,34 +273,13 @@ async fn certificate_swaps_reach_new_connections_and_no_pull_fails() {
     })
     .await;
     assert_eq!(served_cn(&config, &gate).await, "server-2");
-    let n = ok_now();
-    eventually(
-        Duration::from_secs(5),
-        "the puller goes on with the broken file in place",
-        at_least(n + 3),
-    )
-    .await;
+    puller_goes_on("the puller goes on with the broken file in place").await;
     assert_eq!(served_cn(&config, &gate).await, "server-2");
 
     // 3. A later valid pair is picked up again.
     gate.pki.issue_to(&cert, &key, "server-3");
-    eventually(
-        Duration::from_secs(2),
-        "new connections see server-3",
-        || {
-            let config = config.clone();
-            let gate = &gate;
-            async move { served_cn(&config, gate).await == "server-3" }
-        },
-    )
-    .await;
-    let n = ok_now();
-    eventually(
-        Duration::from_secs(5),
-        "the puller goes on after the last swap",
-        at_least(n + 3),
-    )
-    .await;
+    new_connections_see(&config, &gate, "server-3").await;
+    puller_goes_on("the puller goes on after the last swap").await;
 
     stats.stop.store(true, Ordering::Relaxed);
     puller.await.unwrap();
