@@ -41,6 +41,20 @@ async fn image_id(docker: &Docker, reference: &str) -> Option<String> {
     r.ok.then(|| r.stdout.trim().to_owned())
 }
 
+/// `reference` pulled as `repo_digest` (`HOST/REPO@sha256:…`), by its RepoDigests.
+async fn assert_repo_digest(docker: &Docker, reference: &str, repo_digest: &str) {
+    let r = docker
+        .run(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{json .RepoDigests}}",
+            reference,
+        ])
+        .await;
+    assert!(r.stdout.contains(repo_digest), "{}", r.stdout);
+}
+
 /// The manifest digest `docker push` reported (`TAG: digest: sha256:… size: N`).
 fn pushed_digest(push: &Ran) -> String {
     push.stdout
@@ -118,20 +132,7 @@ async fn docker_logs_in_pushes_and_pulls_through_the_gate() {
     assert_eq!(image_id(&docker, &id).await, None);
     ensure(&docker.run(&["pull", &target]).await, "docker pull");
     assert_eq!(image_id(&docker, &target).await.as_deref(), Some(&*id));
-    let r = docker
-        .run(&[
-            "image",
-            "inspect",
-            "--format",
-            "{{json .RepoDigests}}",
-            &target,
-        ])
-        .await;
-    assert!(
-        r.stdout.contains(&format!("{host}/team/app@{digest}")),
-        "{}",
-        r.stdout
-    );
+    assert_repo_digest(&docker, &target, &format!("{host}/team/app@{digest}")).await;
     assert_no_plain_http(&dockerd, &gate);
 
     // A client that has not logged in is refused. Its pull fails over HTTPS with "no basic
@@ -223,20 +224,7 @@ async fn docker_in_token_mode_pulls_anonymously_and_pushes_what_the_rules_allow(
     assert_eq!(image_id(&alice, &id).await, None);
     ensure(&alice.run(&["pull", &team_a]).await, "alice pull team-a");
     assert_eq!(image_id(&alice, &team_a).await.as_deref(), Some(&*id));
-    let r = alice
-        .run(&[
-            "image",
-            "inspect",
-            "--format",
-            "{{json .RepoDigests}}",
-            &team_a,
-        ])
-        .await;
-    assert!(
-        r.stdout.contains(&format!("{host}/team-a/app@{digest}")),
-        "{}",
-        r.stdout
-    );
+    assert_repo_digest(&alice, &team_a, &format!("{host}/team-a/app@{digest}")).await;
 
     // Token mode: every exchange, refusals included, stayed on TLS.
     assert_no_plain_http(&dockerd, gate);
