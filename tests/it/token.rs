@@ -26,16 +26,21 @@ fn bearer(gate: &Gate, token: &str) -> Api {
     Api::with_token(gate, token)
 }
 
+/// The gate after carol pushed a small image as team-a/app:v1.
+async fn with_team_a_app(s: TokenGate) -> TokenGate {
+    Api::new(&s.gate, false, Some(CAROL))
+        .push_image("team-a/app", "v1", vec![random_bytes(64)])
+        .await;
+    s
+}
+
 const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_token_endpoint_speaks_the_protocol() {
     let registry = Registry::start();
-    let s = TokenGate::start(&registry).await;
+    let s = with_team_a_app(TokenGate::start(&registry).await).await;
     let gate = &s.gate;
-    Api::new(gate, false, Some(CAROL))
-        .push_image("team-a/app", "v1", vec![random_bytes(64)])
-        .await;
     Api::new(gate, false, Some(CAROL))
         .push_image("public/base", "v1", vec![random_bytes(64)])
         .await;
@@ -216,11 +221,8 @@ fn forge(key_file: &std::path::Path, claims: &serde_json::Value) -> String {
 #[tokio::test(flavor = "current_thread")]
 async fn expired_tampered_foreign_and_revoked_tokens_are_refused() {
     let registry = Registry::start();
-    let s = TokenGate::start(&registry).await;
+    let s = with_team_a_app(TokenGate::start(&registry).await).await;
     let gate = &s.gate;
-    Api::new(gate, false, Some(CAROL))
-        .push_image("team-a/app", "v1", vec![random_bytes(64)])
-        .await;
     let alice = Api::new(gate, false, Some(ALICE));
     let v = token_json(&alice, "scope=repository:team-a/app:pull,push").await;
     let tok = v["token"].as_str().unwrap().to_owned();
