@@ -1,5 +1,5 @@
 // Drives Debian's headless Chromium (never a downloaded browser) through the scenarios that
-// tests/browser.rs describes, and prints one JSON line with what each page recorded.
+// tests/it/browser.rs describes, and prints one JSON line with what each page recorded.
 //
 // Input: the BROWSER_TEST environment variable (or the first argument), JSON:
 //   { "spki": ["<base64 sha256 of a server's SubjectPublicKeyInfo>", ...],

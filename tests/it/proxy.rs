@@ -1,11 +1,9 @@
 //! The gate in front of the real registry, through the registry API over HTTP/1.1 and HTTP/2.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use reqwest::Method;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,10 +18,8 @@ async fn registry_api_over_http1_and_http2() {
 
         // The upload Location names the gate's own host and port, over https.
         let r = api
-            .req(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
-            .send()
-            .await
-            .unwrap();
+            .send(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+            .await;
         let expected_version = if h2 {
             reqwest::Version::HTTP_2
         } else {
@@ -35,14 +31,12 @@ async fn registry_api_over_http1_and_http2() {
             loc.starts_with(&format!("{}/v2/{repo}/blobs/uploads/", gate.url())),
             "{loc}"
         );
-        api.req(Method::DELETE, loc).send().await.unwrap();
+        api.send(Method::DELETE, loc).await;
 
         // HEAD passes length and digest through untouched.
         let r = api
-            .req(Method::HEAD, &format!("/v2/{repo}/blobs/{}", layers[0]))
-            .send()
-            .await
-            .unwrap();
+            .send(Method::HEAD, &format!("/v2/{repo}/blobs/{}", layers[0]))
+            .await;
         assert_eq!(r.status(), 200);
         assert_eq!(
             r.headers()["content-length"],
@@ -73,29 +67,23 @@ async fn registry_api_over_http1_and_http2() {
 
         // The whole blob, streamed back.
         let r = api
-            .req(Method::GET, &format!("/v2/{repo}/blobs/{}", layers[0]))
-            .send()
-            .await
-            .unwrap();
+            .send(Method::GET, &format!("/v2/{repo}/blobs/{}", layers[0]))
+            .await;
         assert_eq!(
             sha256_hex(&r.bytes().await.unwrap()),
             layers[0].trim_start_matches("sha256:")
         );
 
         let tags: serde_json::Value = api
-            .req(Method::GET, &format!("/v2/{repo}/tags/list"))
-            .send()
+            .send(Method::GET, &format!("/v2/{repo}/tags/list"))
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
         assert_eq!(tags["tags"], serde_json::json!(["v1"]));
         let catalog: serde_json::Value = api
-            .req(Method::GET, "/v2/_catalog")
-            .send()
+            .send(Method::GET, "/v2/_catalog")
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
@@ -110,26 +98,20 @@ async fn registry_api_over_http1_and_http2() {
 
         // Query strings pass byte for byte (the registry checks its HMAC-signed _state).
         let r = api
-            .req(
+            .send(
                 Method::GET,
                 &format!("/v2/_catalog?n=1&last={}", urlencode(repo)),
             )
-            .send()
-            .await
-            .unwrap();
+            .await;
         assert_eq!(r.status(), 200);
 
         let r = api
-            .req(Method::DELETE, &format!("/v2/{repo}/manifests/{manifest}"))
-            .send()
-            .await
-            .unwrap();
+            .send(Method::DELETE, &format!("/v2/{repo}/manifests/{manifest}"))
+            .await;
         assert_eq!(r.status(), 202);
         let r = api
-            .req(Method::GET, &format!("/v2/{repo}/manifests/{manifest}"))
-            .send()
-            .await
-            .unwrap();
+            .send(Method::GET, &format!("/v2/{repo}/manifests/{manifest}"))
+            .await;
         assert_eq!(r.status(), 404);
     }
 }
@@ -149,7 +131,7 @@ async fn unauthenticated_requests_get_the_json_challenge() {
         Some(("", "")),
     ] {
         let api = Api::new(&gate, false, creds);
-        let r = api.req(Method::GET, "/v2/").send().await.unwrap();
+        let r = api.send(Method::GET, "/v2/").await;
         assert_eq!(r.status(), 401, "{creds:?}");
         assert_eq!(
             r.headers()["www-authenticate"],
@@ -171,7 +153,7 @@ async fn unauthenticated_requests_get_the_json_challenge() {
         assert_eq!(error_code(&r.text().await.unwrap()), "UNAUTHORIZED");
     }
     let api = Api::new(&gate, false, Some(ALICE));
-    let r = api.req(Method::GET, "/v2/").send().await.unwrap();
+    let r = api.send(Method::GET, "/v2/").await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()
@@ -254,7 +236,7 @@ async fn upstream_down_is_a_quick_json_502() {
     .await;
     let api = Api::new(&gate, false, Some(ALICE));
     let start = Instant::now();
-    let r = api.req(Method::GET, "/v2/").send().await.unwrap();
+    let r = api.send(Method::GET, "/v2/").await;
     assert_eq!(r.status(), 502);
     assert!(start.elapsed() < Duration::from_secs(3));
     let body = r.text().await.unwrap();
@@ -279,10 +261,8 @@ async fn a_silent_upstream_is_a_json_504_after_the_response_timeout() {
     )
     .await;
     let r = Api::new(&gate, false, Some(ALICE))
-        .req(Method::GET, "/v2/")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/v2/")
+        .await;
     assert_eq!(r.status(), 504);
     assert_eq!(error_code(&r.text().await.unwrap()), "UNAVAILABLE");
     holder.abort();
@@ -293,11 +273,7 @@ async fn an_aborted_upload_leaves_the_gate_healthy() {
     let registry = Registry::start();
     let gate = Gate::start(&registry.url(), "").await;
     let api = Api::new(&gate, false, Some(ALICE));
-    let r = api
-        .req(Method::POST, "/v2/team/app/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+    let r = api.send(Method::POST, "/v2/team/app/blobs/uploads/").await;
     let location = r.headers()["location"].to_str().unwrap().to_owned();
     // A body that sends 4 MiB and then fails: the client drops the connection mid-upload.
     let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = vec![
@@ -317,20 +293,9 @@ async fn an_aborted_upload_leaves_the_gate_healthy() {
         .push_image("team/app", "after-abort", vec![random_bytes(1 << 20)])
         .await;
     let r = api
-        .req(Method::HEAD, &format!("/v2/team/app/blobs/{}", layers[0]))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::HEAD, &format!("/v2/team/app/blobs/{}", layers[0]))
+        .await;
     assert_eq!(r.status(), 200);
-}
-
-async fn tls_connect(gate: &Gate) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let config = std::sync::Arc::new(gate.pki.client_config(&[b"http/1.1"]));
-    let tcp = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(config)
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,10 +350,8 @@ async fn shutdown_lets_an_open_download_finish() {
     let blob = random_bytes(16 << 20);
     let (_, layers) = api.push_image("team/big", "v1", vec![blob.clone()]).await;
     let mut resp = api
-        .req(Method::GET, &format!("/v2/team/big/blobs/{}", layers[0]))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, &format!("/v2/team/big/blobs/{}", layers[0]))
+        .await;
     let first = resp.chunk().await.unwrap().unwrap();
     let shutdown = tokio::spawn({
         let running = gate.running.take().unwrap();

@@ -1,13 +1,11 @@
 //! The command line: `check`, `access explain`, `--version`, `--help`, and config errors.
 
-mod support;
-
 use std::process::Command;
 
-use support::*;
+use crate::support::*;
 
 fn gate_bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_registry-gate"))
+    Command::new(GATE_BIN)
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {
@@ -117,44 +115,26 @@ fn serve_refuses_a_bad_config_with_exit_64() {
     assert!(err.contains("listen"), "{err}");
 }
 
+/// `access explain` of `action` on `repo` by `user` under `config`.
+fn explain(config: &str, user: &str, repo: &str, action: &str) -> (i32, String, String) {
+    run(&[
+        "access", "explain", "--config", config, "--user", user, "--repo", repo, "--action", action,
+    ])
+}
+
 #[test]
 fn access_explain_names_the_rule() {
     let (_dir, config) = setup(RULES, "");
-    let (code, out, _) = run(&[
-        "access",
-        "explain",
-        "--config",
-        &config,
-        "--user",
-        "alice",
-        "--repo",
-        "team-a/x/y",
-        "--action",
-        "push",
-    ]);
+    let (code, out, _) = explain(&config, "alice", "team-a/x/y", "push");
     assert_eq!(code, 0);
     assert!(
         out.starts_with("allowed") && out.contains("access.toml:1"),
         "{out}"
     );
-    let (code, out, _) = run(&[
-        "access", "explain", "--config", &config, "--user", "alice", "--repo", "team-b/x",
-        "--action", "pull",
-    ]);
+    let (code, out, _) = explain(&config, "alice", "team-b/x", "pull");
     assert_eq!(code, 1);
     assert!(out.starts_with("denied"), "{out}");
-    let (code, out, _) = run(&[
-        "access",
-        "explain",
-        "--config",
-        &config,
-        "--user",
-        "anonymous",
-        "--repo",
-        "public/x",
-        "--action",
-        "pull",
-    ]);
+    let (code, out, _) = explain(&config, "anonymous", "public/x", "pull");
     assert_eq!(code, 0);
     assert!(out.contains("access.toml:6"), "{out}");
 }

@@ -1,42 +1,10 @@
 //! Who may pull, push and delete what: the rules through the running gate, against the real
 //! registry, with skopeo for real pushes and pulls.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use reqwest::Method;
-use support::*;
-
-const CI: (&str, &str) = ("ci-bot", "ci-secret");
-const CAROL: (&str, &str) = ("carol", "carol-secret");
-const USERS: &[(&str, &str)] = &[ALICE, BOB, CI, CAROL];
-
-const RULES: &str = r#"
-[groups]
-ci = ["ci-bot"]
-admins = ["carol"]
-
-[[rule]]
-repos = ["public/**"]
-users = ["anonymous", "*"]
-allow = ["pull"]
-
-[[rule]]
-repos = ["team-a/**"]
-users = ["alice"]
-allow = ["pull", "push"]
-
-[[rule]]
-repos = ["team-a/**", "tools/*"]
-users = ["@ci"]
-allow = ["pull"]
-
-[[rule]]
-repos = ["**"]
-users = ["@admins"]
-allow = ["pull", "push", "delete"]
-"#;
 
 async fn gate_with_rules(registry: &Registry, rules: &str) -> (Gate, std::path::PathBuf) {
     gate_with_rules_and(registry, rules, "").await
@@ -54,10 +22,38 @@ async fn gate_with_rules_and(
     let gate = Gate::start_with_users(
         &registry.url(),
         &format!("{top}\n[auth]\naccess = \"{}\"\n", path.display()),
-        USERS,
+        GROUP_USERS,
     )
     .await;
     (gate, path)
+}
+
+/// A gate with the group rules and an admin listener, and that listener's `HOST:PORT`, as
+/// `registry-gate read-only --admin` takes it.
+async fn gate_with_admin(registry: &Registry) -> (Gate, String) {
+    let (gate, _) =
+        gate_with_rules_and(registry, GROUP_RULES, "admin_listen = \"127.0.0.1:0\"").await;
+    let admin = gate.admin_url().trim_start_matches("http://").to_owned();
+    (gate, admin)
+}
+
+/// `registry-gate read-only ARGS --admin ADMIN`.
+fn read_only(admin: &str, args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(GATE_BIN);
+    c.arg("read-only")
+        .args(args)
+        .args(["--admin", admin])
+        .kill_on_drop(true);
+    c
+}
+
+/// Starts a blob upload to `repo` (202); returns its Location.
+async fn start_upload(api: &Api, repo: &str) -> String {
+    let r = api
+        .send(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+        .await;
+    assert_eq!(r.status(), 202);
+    r.headers()["location"].to_str().unwrap().to_owned()
 }
 
 const FAKE_DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
@@ -91,7 +87,7 @@ async fn try_action(api: &Api, action: &str, repo: &str) -> u16 {
     let status = r.status().as_u16();
     if status == 202 && action == "push" {
         let loc = r.headers()["location"].to_str().unwrap().to_owned();
-        api.req(Method::DELETE, &loc).send().await.unwrap();
+        api.send(Method::DELETE, &loc).await;
     }
     status
 }
@@ -99,7 +95,7 @@ async fn try_action(api: &Api, action: &str, repo: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_cell_of_the_access_matrix() {
     let registry = Registry::start();
-    let (gate, _) = gate_with_rules(&registry, RULES).await;
+    let (gate, _) = gate_with_rules(&registry, GROUP_RULES).await;
     let carol = Api::new(&gate, false, Some(CAROL));
     let repos = [
         "team-a/app",
@@ -160,10 +156,8 @@ async fn every_cell_of_the_access_matrix() {
 
     // A refusal is the registry's JSON error.
     let r = Api::new(&gate, false, Some(BOB))
-        .req(Method::GET, "/v2/team-b/app/manifests/v1")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/v2/team-b/app/manifests/v1")
+        .await;
     assert_eq!(r.status(), 403);
     assert_eq!(error_code(&r.text().await.unwrap()), "DENIED");
 }
@@ -171,7 +165,7 @@ async fn every_cell_of_the_access_matrix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_push_and_pull_follow_the_rules() {
     let registry = Registry::start();
-    let (gate, _) = gate_with_rules(&registry, RULES).await;
+    let (gate, _) = gate_with_rules(&registry, GROUP_RULES).await;
     let skopeo = Skopeo::new();
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
@@ -181,23 +175,10 @@ async fn skopeo_push_and_pull_follow_the_rules() {
     let push = |creds: String, repo: &str| {
         let dest = format!("docker://{}/{repo}:v1", gate.host());
         let (skopeo, cert_dir, oci) = (&skopeo, cert_dir.clone(), oci.clone());
-        async move {
-            skopeo
-                .run(&[
-                    "copy",
-                    "--preserve-digests",
-                    "--dest-creds",
-                    &creds,
-                    "--dest-cert-dir",
-                    &cert_dir,
-                    &oci,
-                    &dest,
-                ])
-                .await
-        }
+        async move { skopeo.push(&cert_dir, Some(&creds), &oci, &dest).await }
     };
-    let alice = format!("{}:{}", ALICE.0, ALICE.1);
-    let ci = format!("{}:{}", CI.0, CI.1);
+    let alice = creds(ALICE);
+    let ci = creds(CI);
     let (ok, err) = push(alice.clone(), "team-a/sub/app").await;
     assert!(ok, "alice may push to team-a/sub/app: {err}");
     let (ok, err) = push(alice.clone(), "team-b/app").await;
@@ -207,41 +188,30 @@ async fn skopeo_push_and_pull_follow_the_rules() {
     assert!(!ok, "ci-bot may not push");
     let out = work.path().join("out");
     let (ok, err) = skopeo
-        .run(&[
-            "copy",
-            "--preserve-digests",
-            "--dest-oci-accept-uncompressed-layers",
-            "--src-creds",
-            &ci,
-            "--src-cert-dir",
+        .pull(
             &cert_dir,
+            &ci,
             &format!("docker://{}/team-a/sub/app:v1", gate.host()),
             &format!("oci:{}:v1", out.display()),
-        ])
+        )
         .await;
     assert!(ok, "ci-bot may pull team-a: {err}");
     // Anonymous pull of a public repository, the way `skopeo --no-creds` does it.
-    let carol = format!("{}:{}", CAROL.0, CAROL.1);
+    let carol = creds(CAROL);
     let (ok, err) = push(carol, "public/base").await;
     assert!(ok, "{err}");
     let (ok, err) = skopeo
-        .run(&[
-            "inspect",
-            "--no-creds",
-            "--cert-dir",
+        .inspect_anonymously(
             &cert_dir,
             &format!("docker://{}/public/base:v1", gate.host()),
-        ])
+        )
         .await;
     assert!(ok, "anonymous may pull public/base: {err}");
     let (ok, _) = skopeo
-        .run(&[
-            "inspect",
-            "--no-creds",
-            "--cert-dir",
+        .inspect_anonymously(
             &cert_dir,
             &format!("docker://{}/team-a/sub/app:v1", gate.host()),
-        ])
+        )
         .await;
     assert!(!ok, "anonymous may not pull team-a");
 }
@@ -249,7 +219,7 @@ async fn skopeo_push_and_pull_follow_the_rules() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_tricks_never_reach_a_denied_repository() {
     let registry = Registry::start();
-    let (gate, _) = gate_with_rules(&registry, RULES).await;
+    let (gate, _) = gate_with_rules(&registry, GROUP_RULES).await;
     Api::new(&gate, false, Some(CAROL))
         .push_image("team-b/app", "v1", vec![random_bytes(64)])
         .await;
@@ -308,7 +278,7 @@ async fn path_tricks_never_reach_a_denied_repository() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mount_needs_pull_on_the_source() {
     let registry = Registry::start();
-    let (gate, _) = gate_with_rules(&registry, RULES).await;
+    let (gate, _) = gate_with_rules(&registry, GROUP_RULES).await;
     let carol = Api::new(&gate, false, Some(CAROL));
     let alice = Api::new(&gate, false, Some(ALICE));
     let secret = carol.push_blob("team-b/app", random_bytes(4096)).await;
@@ -317,19 +287,15 @@ async fn a_mount_needs_pull_on_the_source() {
     // From a repository alice may not pull: an ordinary upload starts instead (202, not 201).
     let mark = registry.log_mark();
     let r = alice
-        .req(
+        .send(
             Method::POST,
             &format!("/v2/team-a/app/blobs/uploads/?mount={secret}&from=team-b%2Fapp"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 202);
     let r = alice
-        .req(Method::HEAD, &format!("/v2/team-a/app/blobs/{secret}"))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::HEAD, &format!("/v2/team-a/app/blobs/{secret}"))
+        .await;
     assert_eq!(
         r.status(),
         404,
@@ -342,31 +308,28 @@ async fn a_mount_needs_pull_on_the_source() {
 
     // From her own repository: mounted (201).
     let r = alice
-        .req(
+        .send(
             Method::POST,
             &format!("/v2/team-a/app/blobs/uploads/?mount={own}&from=team-a%2Fone"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 201);
     // carol may pull team-b: mounted.
     let r = carol
-        .req(
+        .send(
             Method::POST,
             &format!("/v2/team-c/app/blobs/uploads/?mount={secret}&from=team-b%2Fapp"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 201);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_catalog_lists_only_what_the_caller_may_pull_with_exact_paging() {
     let registry = Registry::start();
-    let rules =
-        format!("{RULES}\n[[rule]]\nrepos = [\"*/ok\"]\nusers = [\"bob\"]\nallow = [\"pull\"]\n");
+    let rules = format!(
+        "{GROUP_RULES}\n[[rule]]\nrepos = [\"*/ok\"]\nusers = [\"bob\"]\nallow = [\"pull\"]\n"
+    );
     let (gate, _) = gate_with_rules(&registry, &rules).await;
     let carol = Api::new(&gate, false, Some(CAROL));
     let (_, blobs) = carol
@@ -377,16 +340,14 @@ async fn the_catalog_lists_only_what_the_caller_may_pull_with_exact_paging() {
         let ok = i % 5 < 2;
         let name = format!("c{i:03}/{}", if ok { "ok" } else { "no" });
         let r = carol
-            .req(
+            .send(
                 Method::POST,
                 &format!(
                     "/v2/{name}/blobs/uploads/?mount={}&from=seed%2Fbase",
                     blobs[0]
                 ),
             )
-            .send()
-            .await
-            .unwrap();
+            .await;
         assert_eq!(r.status(), 201, "{name}");
         if ok {
             expected.push(name);
@@ -400,7 +361,7 @@ async fn the_catalog_lists_only_what_the_caller_may_pull_with_exact_paging() {
     while let Some(url) = next.take() {
         pages += 1;
         assert!(pages <= 20, "too many pages");
-        let r = bob.req(Method::GET, &url).send().await.unwrap();
+        let r = bob.send(Method::GET, &url).await;
         assert_eq!(r.status(), 200);
         let link = r
             .headers()
@@ -429,10 +390,8 @@ async fn the_catalog_lists_only_what_the_caller_may_pull_with_exact_paging() {
 
     // Anonymous sees only public repositories (none here but the rule exists): an empty list.
     let r = Api::new(&gate, false, None)
-        .req(Method::GET, "/v2/_catalog")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/v2/_catalog")
+        .await;
     assert_eq!(r.status(), 200);
     let doc: serde_json::Value = r.json().await.unwrap();
     assert_eq!(doc["repositories"], serde_json::json!([]));
@@ -441,14 +400,14 @@ async fn the_catalog_lists_only_what_the_caller_may_pull_with_exact_paging() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_changes_apply_within_two_seconds_and_a_broken_file_keeps_the_old_rules() {
     let registry = Registry::start();
-    let (gate, path) = gate_with_rules(&registry, RULES).await;
+    let (gate, path) = gate_with_rules(&registry, GROUP_RULES).await;
     Api::new(&gate, false, Some(CAROL))
         .push_image("team-b/app", "v1", vec![random_bytes(64)])
         .await;
     let bob = Api::new(&gate, false, Some(BOB));
     assert_eq!(try_action(&bob, "pull", "team-b/app").await, 403);
     let granted = format!(
-        "{RULES}\n[[rule]]\nrepos = [\"team-b/**\"]\nusers = [\"bob\"]\nallow = [\"pull\"]\n"
+        "{GROUP_RULES}\n[[rule]]\nrepos = [\"team-b/**\"]\nusers = [\"bob\"]\nallow = [\"pull\"]\n"
     );
     write_atomic(&path, granted.as_bytes());
     eventually(
@@ -470,7 +429,7 @@ async fn rule_changes_apply_within_two_seconds_and_a_broken_file_keeps_the_old_r
     );
     let dave = Api::new(&gate, false, Some(("dave", "dave-secret")));
     eventually(Duration::from_secs(2), "dave can log in", || async {
-        dave.req(Method::GET, "/v2/").send().await.unwrap().status() == 200
+        dave.send(Method::GET, "/v2/").await.status() == 200
     })
     .await;
     assert_eq!(
@@ -488,27 +447,13 @@ async fn rule_changes_apply_within_two_seconds_and_a_broken_file_keeps_the_old_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() {
     let registry = Registry::start();
-    let (gate, _) = gate_with_rules_and(&registry, RULES, "admin_listen = \"127.0.0.1:0\"").await;
-    let admin = gate.admin_url().trim_start_matches("http://").to_owned();
+    let (gate, admin) = gate_with_admin(&registry).await;
     let alice = Api::new(&gate, false, Some(ALICE));
-    let cli = |args: &[&str]| {
-        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_registry-gate"));
-        c.arg("read-only")
-            .args(args)
-            .args(["--admin", &admin])
-            .kill_on_drop(true);
-        c
-    };
+    let cli = |args: &[&str]| read_only(&admin, args);
 
     // A push starts: its upload session is open when the switch is thrown.
     let layer = random_bytes(2 << 20);
-    let r = alice
-        .req(Method::POST, "/v2/team-a/app/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let location = start_upload(&alice, "team-a/app").await;
 
     // `read-only on` returns only once that push is done.
     let on = cli(&["on", "--timeout", "60"]).output();
@@ -525,10 +470,8 @@ async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() 
 
     // A new push elsewhere is refused with the registry's JSON error.
     let r = alice
-        .req(Method::POST, "/v2/team-a/other/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::POST, "/v2/team-a/other/blobs/uploads/")
+        .await;
     assert_eq!(r.status(), 405);
     let body = r.text().await.unwrap();
     assert_eq!(error_code(&body), "UNSUPPORTED");
@@ -578,10 +521,8 @@ async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() 
     );
     for b in &blobs {
         let r = alice
-            .req(Method::GET, &format!("/v2/team-a/app/blobs/{b}"))
-            .send()
-            .await
-            .unwrap();
+            .send(Method::GET, &format!("/v2/team-a/app/blobs/{b}"))
+            .await;
         assert_eq!(r.status(), 200, "{b} lost");
         assert_eq!(
             format!("sha256:{}", sha256_hex(&r.bytes().await.unwrap())),
@@ -629,17 +570,10 @@ async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_on_times_out_reporting_open_pushes() {
     let registry = Registry::start();
-    let (gate, _) = gate_with_rules_and(&registry, RULES, "admin_listen = \"127.0.0.1:0\"").await;
-    let admin = gate.admin_url().trim_start_matches("http://").to_owned();
+    let (gate, admin) = gate_with_admin(&registry).await;
     let alice = Api::new(&gate, false, Some(ALICE));
-    let r = alice
-        .req(Method::POST, "/v2/team-a/app/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_registry-gate"))
-        .args(["read-only", "on", "--timeout", "1", "--admin", &admin])
+    start_upload(&alice, "team-a/app").await;
+    let out = read_only(&admin, &["on", "--timeout", "1"])
         .output()
         .await
         .unwrap();

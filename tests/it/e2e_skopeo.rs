@@ -1,8 +1,6 @@
 //! Real images through the gate with a real client: skopeo pushes and pulls over verified TLS.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 /// Every blob file in an OCI layout has the digest it is named by; returns the digests.
 fn layout_blobs(dir: &std::path::Path) -> Vec<String> {
@@ -37,20 +35,16 @@ async fn skopeo_pushes_and_pulls_a_multi_layer_image_over_verified_tls() {
     ];
     let (manifest_digest, blobs) = oci_layout(&src, "v1", &layers);
     let cert_dir = gate.pki.cert_dir.to_str().unwrap().to_owned();
-    let creds = format!("{}:{}", ALICE.0, ALICE.1);
+    let creds = creds(ALICE);
     let dest = format!("docker://{}/team/app:v1", gate.host());
 
     let (ok, err) = skopeo
-        .run(&[
-            "copy",
-            "--preserve-digests",
-            "--dest-creds",
-            &creds,
-            "--dest-cert-dir",
+        .push(
             &cert_dir,
+            Some(&creds),
             &format!("oci:{}:v1", src.display()),
             &dest,
-        ])
+        )
         .await;
     assert!(ok, "push failed: {err}");
 
@@ -70,17 +64,12 @@ async fn skopeo_pushes_and_pulls_a_multi_layer_image_over_verified_tls() {
 
     let out = work.path().join("out");
     let (ok, err) = skopeo
-        .run(&[
-            "copy",
-            "--preserve-digests",
-            "--dest-oci-accept-uncompressed-layers",
-            "--src-creds",
-            &creds,
-            "--src-cert-dir",
+        .pull(
             &cert_dir,
+            &creds,
             &dest,
             &format!("oci:{}:v1", out.display()),
-        ])
+        )
         .await;
     assert!(ok, "pull failed: {err}");
     let mut expected = blobs.clone();
@@ -116,29 +105,11 @@ async fn skopeo_login_accepts_the_right_password_only() {
     let skopeo = Skopeo::new();
     let cert_dir = gate.pki.cert_dir.to_str().unwrap().to_owned();
     let (ok, err) = skopeo
-        .run(&[
-            "login",
-            "--cert-dir",
-            &cert_dir,
-            "-u",
-            ALICE.0,
-            "-p",
-            ALICE.1,
-            &gate.host(),
-        ])
+        .login(&cert_dir, &gate.host(), ALICE.0, ALICE.1)
         .await;
     assert!(ok, "login failed: {err}");
     let (ok, _) = skopeo
-        .run(&[
-            "login",
-            "--cert-dir",
-            &cert_dir,
-            "-u",
-            ALICE.0,
-            "-p",
-            "wrong",
-            &gate.host(),
-        ])
+        .login(&cert_dir, &gate.host(), ALICE.0, "wrong")
         .await;
     assert!(!ok, "a wrong password must not log in");
 }

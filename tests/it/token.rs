@@ -1,74 +1,14 @@
 //! Token mode: the distribution token flow served by the gate, with real clients.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64URL};
 use reqwest::Method;
-use support::*;
-
-const CAROL: (&str, &str) = ("carol", "carol-secret");
-const SERVICE: &str = "registry.test";
-
-const RULES: &str = r#"
-[[rule]]
-repos = ["public/**"]
-users = ["anonymous", "*"]
-allow = ["pull"]
-
-[[rule]]
-repos = ["team-a/**"]
-users = ["alice"]
-allow = ["pull", "push"]
-
-[[rule]]
-repos = ["**"]
-users = ["carol"]
-allow = ["pull", "push", "delete"]
-"#;
-
-struct Setup {
-    gate: Gate,
-    dir: tempfile::TempDir,
-}
-
-impl Setup {
-    fn key(&self) -> std::path::PathBuf {
-        self.dir.path().join("token.key")
-    }
-    fn rules(&self) -> std::path::PathBuf {
-        self.dir.path().join("access.toml")
-    }
-}
-
-fn token_config(dir: &std::path::Path) -> String {
-    format!(
-        "[auth]\nmode = \"token\"\nservice = \"{SERVICE}\"\ntoken_key = \"{}\"\naccess = \"{}\"\n",
-        dir.join("token.key").display(),
-        dir.join("access.toml").display()
-    )
-}
-
-async fn setup(registry: &Registry) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    registry_gate::token::write_key(&dir.path().join("token.key"), false).unwrap();
-    std::fs::write(dir.path().join("access.toml"), RULES).unwrap();
-    let gate = Gate::start_with_users(
-        &registry.url(),
-        &token_config(dir.path()),
-        &[ALICE, BOB, CAROL],
-    )
-    .await;
-    Setup { gate, dir }
-}
 
 async fn get_token(api: &Api, query: &str) -> reqwest::Response {
-    api.req(Method::GET, &format!("/token?{query}"))
-        .send()
-        .await
-        .unwrap()
+    api.send(Method::GET, &format!("/token?{query}")).await
 }
 
 async fn token_json(api: &Api, query: &str) -> serde_json::Value {
@@ -86,23 +26,28 @@ fn bearer(gate: &Gate, token: &str) -> Api {
     Api::with_token(gate, token)
 }
 
+/// The gate after carol pushed a small image as team-a/app:v1.
+async fn with_team_a_app(s: TokenGate) -> TokenGate {
+    Api::new(&s.gate, false, Some(CAROL))
+        .push_image("team-a/app", "v1", vec![random_bytes(64)])
+        .await;
+    s
+}
+
 const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_token_endpoint_speaks_the_protocol() {
     let registry = Registry::start();
-    let s = setup(&registry).await;
+    let s = with_team_a_app(TokenGate::start(&registry).await).await;
     let gate = &s.gate;
-    Api::new(gate, false, Some(CAROL))
-        .push_image("team-a/app", "v1", vec![random_bytes(64)])
-        .await;
     Api::new(gate, false, Some(CAROL))
         .push_image("public/base", "v1", vec![random_bytes(64)])
         .await;
 
     // The ping challenges anonymous callers with the realm and service, no scope.
     let anon = Api::new(gate, false, None);
-    let r = anon.req(Method::GET, "/v2/").send().await.unwrap();
+    let r = anon.send(Method::GET, "/v2/").await;
     assert_eq!(r.status(), 401);
     assert_eq!(
         r.headers()["www-authenticate"],
@@ -113,11 +58,7 @@ async fn the_token_endpoint_speaks_the_protocol() {
         .as_str()
     );
     // A repository request names the scope it needs.
-    let r = anon
-        .req(Method::GET, "/v2/team-a/app/manifests/v1")
-        .send()
-        .await
-        .unwrap();
+    let r = anon.send(Method::GET, "/v2/team-a/app/manifests/v1").await;
     assert_eq!(r.status(), 401);
     assert!(
         r.headers()["www-authenticate"]
@@ -170,7 +111,7 @@ async fn the_token_endpoint_speaks_the_protocol() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = with.req(Method::GET, "/v2/_catalog").send().await.unwrap();
+    let r = with.send(Method::GET, "/v2/_catalog").await;
     assert_eq!(r.status(), 200);
     let r = with
         .req(Method::GET, "/v2/public/base/manifests/v1")
@@ -188,10 +129,8 @@ async fn the_token_endpoint_speaks_the_protocol() {
     let bob = Api::new(gate, false, Some(BOB));
     let v = token_json(&bob, "scope=repository:team-a/app:pull,push").await;
     let r = bearer(gate, v["token"].as_str().unwrap())
-        .req(Method::POST, "/v2/team-a/app/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::POST, "/v2/team-a/app/blobs/uploads/")
+        .await;
     assert_eq!(r.status(), 403);
     assert!(
         r.text()
@@ -215,10 +154,8 @@ async fn the_token_endpoint_speaks_the_protocol() {
         .expect("refresh_token")
         .to_owned();
     let r = bearer(gate, v["token"].as_str().unwrap())
-        .req(Method::GET, "/v2/")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/v2/")
+        .await;
     assert_eq!(r.status(), 200);
 
     // POST with the refresh_token grant, scopes joined by spaces.
@@ -261,10 +198,8 @@ async fn the_token_endpoint_speaks_the_protocol() {
 
     // Basic credentials still work on /v2/ in token mode, for curl scripts.
     let r = Api::new(gate, false, Some(CAROL))
-        .req(Method::GET, "/v2/_catalog")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/v2/_catalog")
+        .await;
     assert_eq!(r.status(), 200);
 }
 
@@ -286,11 +221,8 @@ fn forge(key_file: &std::path::Path, claims: &serde_json::Value) -> String {
 #[tokio::test(flavor = "current_thread")]
 async fn expired_tampered_foreign_and_revoked_tokens_are_refused() {
     let registry = Registry::start();
-    let s = setup(&registry).await;
+    let s = with_team_a_app(TokenGate::start(&registry).await).await;
     let gate = &s.gate;
-    Api::new(gate, false, Some(CAROL))
-        .push_image("team-a/app", "v1", vec![random_bytes(64)])
-        .await;
     let alice = Api::new(gate, false, Some(ALICE));
     let v = token_json(&alice, "scope=repository:team-a/app:pull,push").await;
     let tok = v["token"].as_str().unwrap().to_owned();
@@ -323,11 +255,7 @@ async fn expired_tampered_foreign_and_revoked_tokens_are_refused() {
         401,
         "other key"
     );
-    let r = bearer(gate, "not-a-token")
-        .req(Method::GET, "/v2/")
-        .send()
-        .await
-        .unwrap();
+    let r = bearer(gate, "not-a-token").send(Method::GET, "/v2/").await;
     assert!(
         r.headers()["www-authenticate"]
             .to_str()
@@ -338,7 +266,7 @@ async fn expired_tampered_foreign_and_revoked_tokens_are_refused() {
     // The rules stop granting the scope: refused within 2 s, with no new token.
     write_atomic(
         &s.rules(),
-        RULES
+        TEAM_RULES
             .replace("users = [\"alice\"]", "users = [\"nobody\"]")
             .as_bytes(),
     );
@@ -346,7 +274,7 @@ async fn expired_tampered_foreign_and_revoked_tokens_are_refused() {
         pull(tok.clone()).then_is(403)
     })
     .await;
-    write_atomic(&s.rules(), RULES.as_bytes());
+    write_atomic(&s.rules(), TEAM_RULES.as_bytes());
     eventually(Duration::from_secs(2), "grant back", || {
         pull(tok.clone()).then_is(200)
     })
@@ -371,13 +299,8 @@ impl<F: std::future::Future<Output = reqwest::StatusCode>> ThenIs for F {
 #[tokio::test(flavor = "current_thread")]
 async fn two_gates_sharing_a_key_accept_each_others_tokens() {
     let registry = Registry::start();
-    let s = setup(&registry).await;
-    let second = Gate::start_with_users(
-        &registry.url(),
-        &token_config(s.dir.path()),
-        &[ALICE, BOB, CAROL],
-    )
-    .await;
+    let s = TokenGate::start(&registry).await;
+    let second = TokenGate::start_gate(&registry, s.dir.path()).await;
     Api::new(&s.gate, false, Some(CAROL))
         .push_image("team-a/app", "v1", vec![random_bytes(64)])
         .await;
@@ -398,7 +321,7 @@ async fn two_gates_sharing_a_key_accept_each_others_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_and_podman_pull_anonymously_and_push_after_login() {
     let registry = Registry::start();
-    let s = setup(&registry).await;
+    let s = TokenGate::start(&registry).await;
     let gate = &s.gate;
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
@@ -412,19 +335,15 @@ async fn skopeo_and_podman_pull_anonymously_and_push_after_login() {
     );
     let cert_dir = gate.pki.cert_dir.to_str().unwrap().to_owned();
     let skopeo = Skopeo::new();
-    let carol = format!("{}:{}", CAROL.0, CAROL.1);
+    let carol = creds(CAROL);
     let public = format!("docker://{}/public/base:v1", gate.host());
     let (ok, err) = skopeo
-        .run(&[
-            "copy",
-            "--preserve-digests",
-            "--dest-creds",
-            &carol,
-            "--dest-cert-dir",
+        .push(
             &cert_dir,
+            Some(&carol),
             &format!("oci:{}:v1", src.display()),
             &public,
-        ])
+        )
         .await;
     assert!(ok, "carol pushes public/base: {err}");
 
@@ -446,70 +365,26 @@ async fn skopeo_and_podman_pull_anonymously_and_push_after_login() {
 
     // podman: the same, then login, push to an allowed and a forbidden repository.
     let podman = Podman::new();
+    let local_image = format!("{}/public/base:v1", gate.host());
+    let team_a = format!("docker://{}/team-a/app:v1", gate.host());
+    let team_b = format!("docker://{}/team-b/app:v1", gate.host());
     let (ok, err) = podman
-        .run(&[
-            "pull",
-            "--cert-dir",
-            &cert_dir,
-            &format!("{}/public/base:v1", gate.host()),
-        ])
+        .run(&["pull", "--cert-dir", &cert_dir, &local_image])
         .await;
     assert!(ok, "podman anonymous pull: {err}");
-    let (ok, _) = podman
-        .run(&[
-            "push",
-            "--cert-dir",
-            &cert_dir,
-            &format!("{}/public/base:v1", gate.host()),
-            &format!("docker://{}/team-a/app:v1", gate.host()),
-        ])
-        .await;
+    let (ok, _) = podman.push(&cert_dir, &local_image, &team_a).await;
     assert!(!ok, "podman push without login must fail");
     let (ok, _) = podman
-        .run(&[
-            "login",
-            "--cert-dir",
-            &cert_dir,
-            "-u",
-            ALICE.0,
-            "-p",
-            "wrong",
-            &gate.host(),
-        ])
+        .login(&cert_dir, &gate.host(), ALICE.0, "wrong")
         .await;
     assert!(!ok, "login with a wrong password must fail");
     let (ok, err) = podman
-        .run(&[
-            "login",
-            "--cert-dir",
-            &cert_dir,
-            "-u",
-            ALICE.0,
-            "-p",
-            ALICE.1,
-            &gate.host(),
-        ])
+        .login(&cert_dir, &gate.host(), ALICE.0, ALICE.1)
         .await;
     assert!(ok, "podman login: {err}");
-    let (ok, err) = podman
-        .run(&[
-            "push",
-            "--cert-dir",
-            &cert_dir,
-            &format!("{}/public/base:v1", gate.host()),
-            &format!("docker://{}/team-a/app:v1", gate.host()),
-        ])
-        .await;
+    let (ok, err) = podman.push(&cert_dir, &local_image, &team_a).await;
     assert!(ok, "alice pushes team-a/app: {err}");
-    let (ok, err) = podman
-        .run(&[
-            "push",
-            "--cert-dir",
-            &cert_dir,
-            &format!("{}/public/base:v1", gate.host()),
-            &format!("docker://{}/team-b/app:v1", gate.host()),
-        ])
-        .await;
+    let (ok, err) = podman.push(&cert_dir, &local_image, &team_b).await;
     assert!(!ok, "alice may not push team-b");
     assert!(
         err.contains("denied") || err.contains("403") || err.contains("unauthorized"),
@@ -518,27 +393,16 @@ async fn skopeo_and_podman_pull_anonymously_and_push_after_login() {
 
     // skopeo login, then push.
     let (ok, err) = skopeo
-        .run(&[
-            "login",
-            "--cert-dir",
-            &cert_dir,
-            "-u",
-            ALICE.0,
-            "-p",
-            ALICE.1,
-            &gate.host(),
-        ])
+        .login(&cert_dir, &gate.host(), ALICE.0, ALICE.1)
         .await;
     assert!(ok, "skopeo login: {err}");
     let (ok, err) = skopeo
-        .run(&[
-            "copy",
-            "--preserve-digests",
-            "--dest-cert-dir",
+        .push(
             &cert_dir,
+            None,
             &format!("oci:{}:v1", src.display()),
             &format!("docker://{}/team-a/tool:v1", gate.host()),
-        ])
+        )
         .await;
     assert!(ok, "skopeo push after login: {err}");
 }

@@ -1,13 +1,11 @@
 //! CORS and the `/ui` static files, over HTTP against the gate in front of the real registry.
 
-mod support;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::support::*;
 use reqwest::Method;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const UI_ORIGIN: &str = "https://ui.example";
@@ -342,12 +340,7 @@ struct Raw {
 
 /// Sends `path` byte for byte (no client-side normalization of `..` or `%2e`).
 async fn raw_get(gate: &Gate, path: &[u8]) -> Raw {
-    let config = Arc::new(gate.pki.client_config(&[b"http/1.1"]));
-    let tcp = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(config)
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
+    let mut tls = tls_connect(gate).await;
     let mut req = b"GET ".to_vec();
     req.extend_from_slice(path);
     req.extend_from_slice(b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
@@ -597,18 +590,12 @@ async fn ui_auth_public_url_and_no_ui() {
         ),
     )
     .await;
-    let r = Api::new(&gate, false, None)
-        .req(Method::GET, "/ui/")
-        .send()
-        .await
-        .unwrap();
+    let r = Api::new(&gate, false, None).send(Method::GET, "/ui/").await;
     assert_eq!(r.status(), 401);
     assert!(r.headers().contains_key("www-authenticate"));
     let r = Api::new(&gate, false, Some(ALICE))
-        .req(Method::GET, "/ui/")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/ui/")
+        .await;
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
     assert!(
@@ -623,26 +610,14 @@ async fn ui_auth_public_url_and_no_ui() {
     // Without [ui] auth the UI is public, while the registry still is not.
     let open = Gate::start(&registry.url(), &ui_section(&ui, "")).await;
     let anon = Api::new(&open, false, None);
-    assert_eq!(
-        anon.req(Method::GET, "/ui/app.js")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        anon.req(Method::GET, "/v2/").send().await.unwrap().status(),
-        401
-    );
+    assert_eq!(anon.send(Method::GET, "/ui/app.js").await.status(), 200);
+    assert_eq!(anon.send(Method::GET, "/v2/").await.status(), 401);
 
     // Without [ui], /ui is an ordinary 404.
     let none = Gate::start(&registry.url(), "").await;
     let r = Api::new(&none, false, Some(ALICE))
-        .req(Method::GET, "/ui/")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/ui/")
+        .await;
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(&r.text().await.unwrap()), "NOT_FOUND");
 }

@@ -2,29 +2,7 @@
 //! talking to the gate as `localhost:PORT`. Docker treats loopback registries as insecure: it
 //! skips certificate checks but still speaks TLS first.
 
-mod support;
-
-use support::*;
-
-const CAROL: (&str, &str) = ("carol", "carol-secret");
-const SERVICE: &str = "registry.test";
-
-const RULES: &str = r#"
-[[rule]]
-repos = ["public/**"]
-users = ["anonymous", "*"]
-allow = ["pull"]
-
-[[rule]]
-repos = ["team-a/**"]
-users = ["alice"]
-allow = ["pull", "push"]
-
-[[rule]]
-repos = ["**"]
-users = ["carol"]
-allow = ["pull", "push", "delete"]
-"#;
+use crate::support::*;
 
 /// Two layers: a few small files, and 1 MiB of incompressible bytes.
 fn layers() -> Vec<Vec<u8>> {
@@ -61,6 +39,20 @@ async fn image_id(docker: &Docker, reference: &str) -> Option<String> {
         .run(&["image", "inspect", "--format", "{{.Id}}", reference])
         .await;
     r.ok.then(|| r.stdout.trim().to_owned())
+}
+
+/// `reference` pulled as `repo_digest` (`HOST/REPO@sha256:…`), by its RepoDigests.
+async fn assert_repo_digest(docker: &Docker, reference: &str, repo_digest: &str) {
+    let r = docker
+        .run(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{json .RepoDigests}}",
+            reference,
+        ])
+        .await;
+    assert!(r.stdout.contains(repo_digest), "{}", r.stdout);
 }
 
 /// The manifest digest `docker push` reported (`TAG: digest: sha256:… size: N`).
@@ -140,20 +132,7 @@ async fn docker_logs_in_pushes_and_pulls_through_the_gate() {
     assert_eq!(image_id(&docker, &id).await, None);
     ensure(&docker.run(&["pull", &target]).await, "docker pull");
     assert_eq!(image_id(&docker, &target).await.as_deref(), Some(&*id));
-    let r = docker
-        .run(&[
-            "image",
-            "inspect",
-            "--format",
-            "{{json .RepoDigests}}",
-            &target,
-        ])
-        .await;
-    assert!(
-        r.stdout.contains(&format!("{host}/team/app@{digest}")),
-        "{}",
-        r.stdout
-    );
+    assert_repo_digest(&docker, &target, &format!("{host}/team/app@{digest}")).await;
     assert_no_plain_http(&dockerd, &gate);
 
     // A client that has not logged in is refused. Its pull fails over HTTPS with "no basic
@@ -180,15 +159,8 @@ async fn docker_logs_in_pushes_and_pulls_through_the_gate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_in_token_mode_pulls_anonymously_and_pushes_what_the_rules_allow() {
     let registry = Registry::start();
-    let dir = tempfile::tempdir().unwrap();
-    registry_gate::token::write_key(&dir.path().join("token.key"), false).unwrap();
-    std::fs::write(dir.path().join("access.toml"), RULES).unwrap();
-    let config = format!(
-        "[auth]\nmode = \"token\"\nservice = \"{SERVICE}\"\ntoken_key = \"{}\"\naccess = \"{}\"\n",
-        dir.path().join("token.key").display(),
-        dir.path().join("access.toml").display()
-    );
-    let gate = Gate::start_with_users(&registry.url(), &config, &[ALICE, BOB, CAROL]).await;
+    let token = TokenGate::start(&registry).await;
+    let gate = &token.gate;
     let dockerd = Dockerd::start().await;
     let work = tempfile::tempdir().unwrap();
     let host = gate.host();
@@ -252,21 +224,8 @@ async fn docker_in_token_mode_pulls_anonymously_and_pushes_what_the_rules_allow(
     assert_eq!(image_id(&alice, &id).await, None);
     ensure(&alice.run(&["pull", &team_a]).await, "alice pull team-a");
     assert_eq!(image_id(&alice, &team_a).await.as_deref(), Some(&*id));
-    let r = alice
-        .run(&[
-            "image",
-            "inspect",
-            "--format",
-            "{{json .RepoDigests}}",
-            &team_a,
-        ])
-        .await;
-    assert!(
-        r.stdout.contains(&format!("{host}/team-a/app@{digest}")),
-        "{}",
-        r.stdout
-    );
+    assert_repo_digest(&alice, &team_a, &format!("{host}/team-a/app@{digest}")).await;
 
     // Token mode: every exchange, refusals included, stayed on TLS.
-    assert_no_plain_http(&dockerd, &gate);
+    assert_no_plain_http(&dockerd, gate);
 }

@@ -7,7 +7,8 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-const GATE: &str = env!("CARGO_BIN_EXE_registry-gate");
+use crate::support::GATE_BIN;
+
 const APACHE: &str = "/usr/bin/htpasswd";
 
 /// Apache's tool; its absence is a failure, not a skip, so the cross-check cannot silently vanish.
@@ -21,7 +22,7 @@ fn apache() -> Command {
 
 /// Runs `registry-gate htpasswd ARGS` with `stdin` piped in.
 fn gate(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(GATE)
+    let mut child = Command::new(GATE_BIN)
         .arg("htpasswd")
         .args(args)
         .stdin(Stdio::piped())

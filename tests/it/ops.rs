@@ -1,19 +1,17 @@
 //! Operating the gate: certificate swaps under load, the admin listener (/metrics, /healthz,
 //! /readyz), and JSON logs of the real binary.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use reqwest::Method;
-use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 /// rcgen's default notAfter (4096-01-01T00:00:00Z), as unix time.
@@ -116,21 +114,8 @@ fn fresh_handshakes(gate: &Gate) -> Arc<rustls::ClientConfig> {
     Arc::new(config)
 }
 
-async fn tls_connect(
-    config: &Arc<rustls::ClientConfig>,
-    addr: std::net::SocketAddr,
-) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    tokio_rustls::TlsConnector::from(config.clone())
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .map_err(|e| format!("TLS: {e}"))
-}
-
 /// The common name of the certificate a TLS connection was given.
-fn peer_cn(tls: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> String {
+fn peer_cn(tls: &TlsStream) -> String {
     let der = &tls
         .get_ref()
         .1
@@ -143,7 +128,17 @@ fn peer_cn(tls: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> Stri
 
 /// The CN a new connection is served now.
 async fn served_cn(config: &Arc<rustls::ClientConfig>, gate: &Gate) -> String {
-    peer_cn(&tls_connect(config, gate.addr).await.unwrap())
+    peer_cn(&try_tls_connect(config, gate.addr).await.unwrap())
+}
+
+/// Waits up to 2 s until new connections are served the certificate named `cn`.
+async fn new_connections_see(config: &Arc<rustls::ClientConfig>, gate: &Gate, cn: &str) {
+    eventually(
+        Duration::from_secs(2),
+        &format!("new connections see {cn}"),
+        || async { served_cn(config, gate).await == cn },
+    )
+    .await;
 }
 
 /// One pull on a new connection: GET `path` with `authorization`; returns the CN and the body.
@@ -153,7 +148,7 @@ async fn pull_once(
     path: &str,
     authorization: &str,
 ) -> Result<(String, Bytes), String> {
-    let tls = tls_connect(config, addr).await?;
+    let tls = try_tls_connect(config, addr).await?;
     let cn = peer_cn(&tls);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
@@ -216,10 +211,7 @@ async fn certificate_swaps_reach_new_connections_and_no_pull_fails() {
     let puller = {
         let (stats, config, addr) = (stats.clone(), config.clone(), gate.addr);
         let path = format!("/v2/ops/rotate/blobs/{digest}");
-        let auth = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", ALICE.0, ALICE.1))
-        );
+        let auth = basic(ALICE.0, ALICE.1);
         let expected = blob.clone();
         tokio::spawn(async move {
             let deadline = Instant::now() + Duration::from_secs(90);
@@ -256,27 +248,15 @@ async fn certificate_swaps_reach_new_connections_and_no_pull_fails() {
         }
     };
     eventually(Duration::from_secs(10), "the puller succeeds", at_least(3)).await;
+    // Three more successful pulls within 5 s from now.
+    let puller_goes_on =
+        |what: &'static str| eventually(Duration::from_secs(5), what, at_least(ok_now() + 3));
 
     // 1. A valid new pair, written as certbot does (rename). New connections get it within 2 s.
     let (cert, key) = (gate.pki.cert.clone(), gate.pki.key.clone());
     gate.pki.issue_to(&cert, &key, "server-2");
-    eventually(
-        Duration::from_secs(2),
-        "new connections see server-2",
-        || {
-            let config = config.clone();
-            let gate = &gate;
-            async move { served_cn(&config, gate).await == "server-2" }
-        },
-    )
-    .await;
-    let n = ok_now();
-    eventually(
-        Duration::from_secs(5),
-        "the puller goes on after the swap",
-        at_least(n + 3),
-    )
-    .await;
+    new_connections_see(&config, &gate, "server-2").await;
+    puller_goes_on("the puller goes on after the swap").await;
 
     // 2. A broken certificate file, also written through a rename: the reload is refused and
     // the previous pair stays.
@@ -293,34 +273,13 @@ async fn certificate_swaps_reach_new_connections_and_no_pull_fails() {
     })
     .await;
     assert_eq!(served_cn(&config, &gate).await, "server-2");
-    let n = ok_now();
-    eventually(
-        Duration::from_secs(5),
-        "the puller goes on with the broken file in place",
-        at_least(n + 3),
-    )
-    .await;
+    puller_goes_on("the puller goes on with the broken file in place").await;
     assert_eq!(served_cn(&config, &gate).await, "server-2");
 
     // 3. A later valid pair is picked up again.
     gate.pki.issue_to(&cert, &key, "server-3");
-    eventually(
-        Duration::from_secs(2),
-        "new connections see server-3",
-        || {
-            let config = config.clone();
-            let gate = &gate;
-            async move { served_cn(&config, gate).await == "server-3" }
-        },
-    )
-    .await;
-    let n = ok_now();
-    eventually(
-        Duration::from_secs(5),
-        "the puller goes on after the last swap",
-        at_least(n + 3),
-    )
-    .await;
+    new_connections_see(&config, &gate, "server-3").await;
+    puller_goes_on("the puller goes on after the last swap").await;
 
     stats.stop.store(true, Ordering::Relaxed);
     puller.await.unwrap();
@@ -365,11 +324,11 @@ async fn metrics_count_a_known_sequence_of_requests() {
     let digest = alice.push_blob("ops/metrics", blob.clone()).await;
     let blob_path = format!("/v2/ops/metrics/blobs/{digest}");
     for _ in 0..2 {
-        let r = alice.req(Method::GET, &blob_path).send().await.unwrap();
+        let r = alice.send(Method::GET, &blob_path).await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.bytes().await.unwrap().len(), blob.len());
     }
-    let r = wrong.req(Method::GET, &blob_path).send().await.unwrap();
+    let r = wrong.send(Method::GET, &blob_path).await;
     assert_eq!(r.status(), 401);
     let r = anon
         .req(Method::GET, "/v2/")
@@ -378,18 +337,16 @@ async fn metrics_count_a_known_sequence_of_requests() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let r = anon.req(Method::GET, "/v2/").send().await.unwrap();
+    let r = anon.send(Method::GET, "/v2/").await;
     assert_eq!(r.status(), 401);
-    let r = alice.req(Method::GET, "/v2/_catalog").send().await.unwrap();
+    let r = alice.send(Method::GET, "/v2/_catalog").await;
     assert_eq!(r.status(), 200);
     let catalog_len = r.bytes().await.unwrap().len();
     let r = alice
-        .req(Method::HEAD, "/v2/ops/metrics/manifests/missing")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::HEAD, "/v2/ops/metrics/manifests/missing")
+        .await;
     assert_eq!(r.status(), 404);
-    let r = anon.req(Method::GET, "/ui/").send().await.unwrap();
+    let r = anon.send(Method::GET, "/ui/").await;
     let ui_class = format!("{}xx", r.status().as_u16() / 100);
     drop(r.bytes().await);
 
@@ -537,7 +494,7 @@ async fn json_logs_carry_the_access_fields_and_no_secrets() {
         ),
     )
     .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_registry-gate"))
+    let mut child = tokio::process::Command::new(GATE_BIN)
         .args(["serve", "--config"])
         .arg(&config)
         .args(["--log-format", "json"])
@@ -584,19 +541,15 @@ async fn json_logs_carry_the_access_fields_and_no_secrets() {
     let blob = random_bytes(20_000);
     let digest = alice.push_blob("ops/logs", blob.clone()).await;
     let r = alice
-        .req(Method::GET, &format!("/v2/ops/logs/blobs/{digest}"))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, &format!("/v2/ops/logs/blobs/{digest}"))
+        .await;
     assert_eq!(r.bytes().await.unwrap().len(), blob.len());
     let bob_wrong = "bob-wrong-password";
     let r = api(Some((BOB.0, bob_wrong)))
-        .req(Method::GET, "/v2/")
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/v2/")
+        .await;
     assert_eq!(r.status(), 401);
-    let r = api(None).req(Method::GET, "/v2/").send().await.unwrap();
+    let r = api(None).send(Method::GET, "/v2/").await;
     assert_eq!(r.status(), 401);
     drop(alice);
 

@@ -3,14 +3,12 @@
 //! registry through the gate: from the same origin, from a second allowed origin, and from an
 //! origin that is not allowed. Needs `npm ci` in tests/browser and `/usr/bin/chromium`.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::support::*;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::*;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 

@@ -1,13 +1,11 @@
 //! Every htpasswd a user already has, made by the real tools, through the running gate; hot
 //! reload of users; the brute-force brake.
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::*;
 use reqwest::Method;
-use support::*;
 
 /// Runs a hash tool and returns its stdout line.
 fn tool(cmd: &str, args: &[&str]) -> String {
@@ -55,23 +53,15 @@ async fn every_format_from_the_real_tools_logs_in() {
     let last = lines.last().unwrap().0.clone();
     eventually(Duration::from_secs(2), "new users loaded", || {
         let api = Api::new(&gate, false, Some((last.as_str(), "sha512-pw")));
-        async move { api.req(Method::GET, "/v2/").send().await.unwrap().status() == 200 }
+        async move { api.send(Method::GET, "/v2/").await.status() == 200 }
     })
     .await;
     for (user, line) in &lines {
         let pw = format!("{user}-pw");
         let ok = Api::new(&gate, false, Some((user.as_str(), pw.as_str())));
-        assert_eq!(
-            ok.req(Method::GET, "/v2/").send().await.unwrap().status(),
-            200,
-            "{line}"
-        );
+        assert_eq!(ok.send(Method::GET, "/v2/").await.status(), 200, "{line}");
         let bad = Api::new(&gate, false, Some((user.as_str(), "wrong")));
-        assert_eq!(
-            bad.req(Method::GET, "/v2/").send().await.unwrap().status(),
-            401,
-            "{line}"
-        );
+        assert_eq!(bad.send(Method::GET, "/v2/").await.status(), 401, "{line}");
     }
 }
 
@@ -87,7 +77,7 @@ async fn skopeo_with_bcrypt_and_apr1_users() {
     );
     eventually(Duration::from_secs(2), "users loaded", || {
         let api = Api::new(&gate, false, Some(("md", "md-pw")));
-        async move { api.req(Method::GET, "/v2/").send().await.unwrap().status() == 200 }
+        async move { api.send(Method::GET, "/v2/").await.status() == 200 }
     })
     .await;
     let skopeo = Skopeo::new();
@@ -102,31 +92,22 @@ async fn skopeo_with_bcrypt_and_apr1_users() {
     for (creds, repo) in [("bc:bc-pw", "bcrypt/app"), ("md:md-pw", "apr1/app")] {
         let dest = format!("docker://{}/{repo}:v1", gate.host());
         let (ok, err) = skopeo
-            .run(&[
-                "copy",
-                "--preserve-digests",
-                "--dest-creds",
-                creds,
-                "--dest-cert-dir",
+            .push(
                 &cert_dir,
+                Some(creds),
                 &format!("oci:{}:v1", src.display()),
                 &dest,
-            ])
+            )
             .await;
         assert!(ok, "{creds} push: {err}");
         let out = work.path().join(repo.replace('/', "-"));
         let (ok, err) = skopeo
-            .run(&[
-                "copy",
-                "--preserve-digests",
-                "--dest-oci-accept-uncompressed-layers",
-                "--src-creds",
-                creds,
-                "--src-cert-dir",
+            .pull(
                 &cert_dir,
+                creds,
                 &dest,
                 &format!("oci:{}:v1", out.display()),
-            ])
+            )
             .await;
         assert!(ok, "{creds} pull: {err}");
     }
@@ -189,12 +170,7 @@ async fn users_reload_while_running_and_a_broken_file_keeps_the_last_good_users(
 
 async fn login(gate: &Gate, user: &str, password: &str) -> u16 {
     let api = Api::new(gate, false, Some((user, password)));
-    api.req(Method::GET, "/v2/")
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    api.send(Method::GET, "/v2/").await.status().as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,18 +182,12 @@ async fn the_brake_answers_429_with_retry_after_and_spares_known_good_credential
     )
     .await;
     let good = Api::new(&gate, false, Some(ALICE));
-    assert_eq!(
-        good.req(Method::GET, "/v2/").send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(good.send(Method::GET, "/v2/").await.status(), 200);
     let bad = Api::new(&gate, false, Some(("alice", "guess")));
     for _ in 0..3 {
-        assert_eq!(
-            bad.req(Method::GET, "/v2/").send().await.unwrap().status(),
-            401
-        );
+        assert_eq!(bad.send(Method::GET, "/v2/").await.status(), 401);
     }
-    let r = bad.req(Method::GET, "/v2/").send().await.unwrap();
+    let r = bad.send(Method::GET, "/v2/").await;
     assert_eq!(r.status(), 429);
     let retry: u64 = r.headers()["retry-after"]
         .to_str()
@@ -228,13 +198,7 @@ async fn the_brake_answers_429_with_retry_after_and_spares_known_good_credential
     assert_eq!(error_code(&r.text().await.unwrap()), "TOOMANYREQUESTS");
     // Even the right password is not checked from a braked address…
     let bob = Api::new(&gate, false, Some(BOB));
-    assert_eq!(
-        bob.req(Method::GET, "/v2/").send().await.unwrap().status(),
-        429
-    );
+    assert_eq!(bob.send(Method::GET, "/v2/").await.status(), 429);
     // …but credentials already verified are never slowed.
-    assert_eq!(
-        good.req(Method::GET, "/v2/").send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(good.send(Method::GET, "/v2/").await.status(), 200);
 }

@@ -1,0 +1,17 @@
+//! The integration tests, one binary: the gate in front of Debian's real registry, driven by real
+//! clients (skopeo, podman, docker, Chromium) and by the command line. `support` holds what the
+//! test modules share.
+
+mod support;
+
+mod access;
+mod auth;
+mod browser;
+mod cli;
+mod cors_ui;
+mod docker;
+mod e2e_skopeo;
+mod htpasswd_cli;
+mod ops;
+mod proxy;
+mod token;

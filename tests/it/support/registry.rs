@@ -1,0 +1,113 @@
+//! The real registry: Debian's docker-registry on an ephemeral port, its log captured.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+/// The real registry (Debian's docker-registry, distribution 2.8.2), killed on drop.
+pub struct Registry {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    /// Every line the registry logged (requests included), to see what reached it.
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        Registry::start_on("127.0.0.1:0".parse().unwrap())
+    }
+
+    /// Starts a registry on `addr` (port 0 picks one), e.g. to replace a stopped one.
+    pub fn start_on(addr: SocketAddr) -> Registry {
+        assert!(
+            Path::new(REGISTRY_BIN).exists(),
+            "{REGISTRY_BIN} is missing: install Debian's docker-registry package (see .ci/run)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: test-secret\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(REGISTRY_BIN)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start docker-registry");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log_writer = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                log_writer.lock().unwrap().push(line.clone());
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                        .collect();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("docker-registry did not report its address within 20 s");
+        Registry {
+            child,
+            addr: addr.parse().unwrap(),
+            dir,
+            log,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// How many lines the registry logged so far.
+    pub fn log_mark(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// True when, after `mark`, the registry logged a request whose URI contains `needle`.
+    pub fn saw_request_since(&self, mark: usize, needle: &str) -> bool {
+        self.log.lock().unwrap()[mark..].iter().any(|l| {
+            l.split("http.request.uri=")
+                .nth(1)
+                .is_some_and(|uri| uri.split(' ').next().unwrap_or("").contains(needle))
+        })
+    }
+
+    /// The registry's config file, for `garbage-collect`.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yml")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
