@@ -6,6 +6,7 @@ mod support;
 
 mod access;
 mod auth;
+mod authz;
 mod browser;
 mod cli;
 mod cors_ui;

@@ -2,13 +2,10 @@
 //! Every spelling of a cross-repository mount (encoded keys and values, repeated keys,
 //! semicolons, form bodies), and every answer the gate builds itself over HTTP/1.1 and HTTP/2.
 
-mod support;
-
 use reqwest::Method;
 use reqwest::header::CONTENT_TYPE;
-use support::*;
 
-const CAROL: (&str, &str) = ("carol", "carol-secret");
+use crate::support::*;
 
 /// alice may push team-a/**; carol may do everything; nobody else may pull team-b.
 const RULES: &str = r#"
