@@ -14,6 +14,11 @@ use std::time::Duration;
 use http::Uri;
 use serde::Deserialize;
 
+/// Largest read buffer per connection, client side and registry side. hyper's default (about
+/// 400 KiB) grows on every fast upload; 50 parallel pushes then held tens of MiB. 128 KiB keeps
+/// a push registry-bound. A fixed limit, not a setting.
+pub const MAX_READ_BUFFER: usize = 128 * 1024;
+
 /// A config problem, with the file or variable it came from.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

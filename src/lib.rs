@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod net;
 pub mod ops;
+pub mod query;
 pub mod token;
 pub mod upstream;
 

@@ -180,7 +180,7 @@ pub fn explain(file: Option<&Path>, user: &str, repo: &str, action: &str) -> Exi
         eprintln!("error: --action {action:?}: use pull, push or delete");
         return ExitCode::from(64);
     };
-    if !crate::http::route::is_valid_name(repo) {
+    if !crate::authz::rules::is_valid_name(repo) {
         eprintln!("error: --repo {repo:?} is not a valid repository name");
         return ExitCode::from(64);
     }

@@ -20,9 +20,9 @@ use std::sync::LazyLock;
 use http::{HeaderMap, HeaderValue, Method, Uri, header};
 use regex::Regex;
 
-use super::query::Query;
 pub use crate::authz::rules::is_valid_name;
 use crate::ops::metrics::Kind;
+use crate::query::Query;
 
 /// A tag.
 static TAG: LazyLock<Regex> =

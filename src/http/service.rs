@@ -29,12 +29,12 @@ use crate::config::{AuthMode, Config};
 use crate::error::{self, Body, Challenge, GateError};
 use crate::http::cors::{self, Cors};
 use crate::http::origin;
-use crate::http::query::Query;
 use crate::http::route::{self, RegistryRequest, Route, RouteError, Target};
 use crate::http::ua;
 use crate::http::ui::Ui;
-use crate::ops::maintenance::{Maintenance, READ_ONLY_MESSAGE};
+use crate::ops::maintenance::{Maintenance, PushStep, READ_ONLY_MESSAGE};
 use crate::ops::metrics::{Kind, Metrics};
+use crate::query::Query;
 use crate::token::endpoint::{self as token_endpoint, Issuer, TokenRequest};
 use crate::token::{Claims, Tokens};
 use crate::upstream::headers::Hop;
@@ -325,13 +325,8 @@ impl Gate {
                 log.bytes_out.clone(),
             )
             .await?;
-        if write {
-            self.maintenance.observe(
-                &reading.route,
-                &reading.method,
-                resp.status(),
-                resp.headers(),
-            );
+        if write && let Some(step) = push_step(&reading, &resp) {
+            self.maintenance.observe(step);
         }
         Ok(resp)
     }
@@ -600,6 +595,31 @@ impl Gate {
             client = %conn.peer.ip(),
         );
         query.remove(&["mount", "from"]);
+    }
+}
+
+/// What an answered write tells the read-only switch about a push in flight.
+fn push_step<'a>(req: &'a RegistryRequest, resp: &'a Response<Body>) -> Option<PushStep<'a>> {
+    let status = resp.status();
+    match &req.route {
+        Route::UploadStart { name } if status.is_success() => Some(PushStep::UploadStarted {
+            repo: name,
+            session: (status == StatusCode::ACCEPTED)
+                .then(|| resp.headers().get("docker-upload-uuid"))
+                .flatten()
+                .and_then(|v| v.to_str().ok()),
+        }),
+        Route::Upload { name, id } => Some(PushStep::Upload {
+            repo: name,
+            session: id,
+            finished: (req.method == Method::PUT && status.is_success())
+                || req.method == Method::DELETE
+                || status == StatusCode::NOT_FOUND,
+        }),
+        Route::Manifest { name, .. } if req.method == Method::PUT && status.is_success() => {
+            Some(PushStep::ManifestStored { repo: name })
+        }
+        _ => None,
     }
 }
 

@@ -27,9 +27,6 @@ use crate::ops::metrics::HandshakeFailure;
 
 /// Largest request head accepted (registry clients need a few KiB; docker's many `Accept`s fit).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// Largest read buffer per connection. hyper's default (about 400 KiB) grows on every fast
-/// upload; 50 parallel pushes then held tens of MiB. 128 KiB keeps a push registry-bound.
-pub const MAX_READ_BUFFER: usize = 128 * 1024;
 
 /// The HTTP protocol settings, built once.
 struct Protocols {
@@ -43,7 +40,7 @@ impl Protocols {
         h1.timer(TokioTimer::new())
             .header_read_timeout(timeouts.header_read)
             .max_header_size(MAX_HEADER_BYTES)
-            .max_buf_size(MAX_READ_BUFFER)
+            .max_buf_size(crate::config::MAX_READ_BUFFER)
             .keep_alive(true);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())

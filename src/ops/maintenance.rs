@@ -6,18 +6,19 @@
 //! manifest is stored, with a grace period after the last blob for the manifest to arrive;
 //! abandoned pushes expire. While read-only, pushes already in flight may finish; new pushes
 //! and deletes get 405 `UNSUPPORTED`, as the registry's own read-only mode answers.
-//! Does not own: the admin endpoint's transport (net/admin.rs) or the decision to push (authz/rules.rs).
+//! Does not own: the admin endpoint's transport (net/admin.rs), the admission decision
+//! (authz/policy.rs asks it which pushes are in flight) or reading requests (http/service.rs
+//! turns answered writes into [`PushStep`]s).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, Method, StatusCode};
+use http::{Method, StatusCode};
 use tokio::sync::Notify;
 
 use crate::authz::PushesInFlight;
-use crate::http::route::Route;
 
 /// After its last upload request, a repository waits this long for its manifest.
 const MANIFEST_GRACE: Duration = Duration::from_secs(30);
@@ -51,6 +52,27 @@ pub struct Maintenance {
     changed: Notify,
 }
 
+/// One answered request of a push, as the pipeline saw it (http/service.rs reads it from the
+/// route, the method and the registry's answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushStep<'a> {
+    /// An upload started (`POST .../blobs/uploads/` answered 2xx); `session` is its id when
+    /// the registry opened a session (202).
+    UploadStarted {
+        repo: &'a str,
+        session: Option<&'a str>,
+    },
+    /// A request on an upload session; `finished` when the session ended (completed,
+    /// cancelled, or unknown to the registry).
+    Upload {
+        repo: &'a str,
+        session: &'a str,
+        finished: bool,
+    },
+    /// A manifest was stored.
+    ManifestStored { repo: &'a str },
+}
+
 /// The message of refused writes.
 pub const READ_ONLY_MESSAGE: &str = "the registry is read-only for maintenance";
 
@@ -77,39 +99,35 @@ impl Maintenance {
         tracing::warn!(read_only = on, "maintenance switch");
     }
 
-    /// Follows a push from the answers to its requests.
-    pub fn observe(&self, route: &Route, method: &Method, status: StatusCode, headers: &HeaderMap) {
+    /// Follows a push, one answered request at a time.
+    pub fn observe(&self, step: PushStep<'_>) {
         let now = Instant::now();
         let mut pushes = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
-        match route {
-            Route::UploadStart { name } if status.is_success() => {
-                let p = pushes.entry(name.clone()).or_default();
+        match step {
+            PushStep::UploadStarted { repo, session } => {
+                let p = pushes.entry(repo.to_owned()).or_default();
                 p.last = Some(now);
-                if let Some(id) = headers
-                    .get("docker-upload-uuid")
-                    .and_then(|v| v.to_str().ok())
-                    && status == StatusCode::ACCEPTED
-                {
+                if let Some(id) = session {
                     p.sessions.insert(id.to_owned());
                 }
             }
-            Route::Upload { name, id } => {
-                let p = pushes.entry(name.clone()).or_default();
+            PushStep::Upload {
+                repo,
+                session,
+                finished,
+            } => {
+                let p = pushes.entry(repo.to_owned()).or_default();
                 p.last = Some(now);
-                let finished = (*method == Method::PUT && status.is_success())
-                    || *method == Method::DELETE
-                    || status == StatusCode::NOT_FOUND;
                 if finished {
-                    p.sessions.remove(id);
+                    p.sessions.remove(session);
                 }
             }
-            Route::Manifest { name, .. } if *method == Method::PUT && status.is_success() => {
-                let done = pushes.get(name).is_some_and(|p| p.sessions.is_empty());
+            PushStep::ManifestStored { repo } => {
+                let done = pushes.get(repo).is_some_and(|p| p.sessions.is_empty());
                 if done {
-                    pushes.remove(name);
+                    pushes.remove(repo);
                 }
             }
-            _ => return,
         }
         pushes.retain(|_, p| p.live(now));
         drop(pushes);
@@ -155,7 +173,7 @@ pub async fn admin_endpoint(
     let answer = |left: usize| {
         serde_json::json!({ "read_only": m.is_read_only(), "pushes_in_flight": left }).to_string()
     };
-    let query = crate::http::query::Query::of(query);
+    let query = crate::query::Query::of(query);
     match (method, query.get("state")) {
         (&Method::GET, _) => (StatusCode::OK, answer(m.in_flight())),
         (&Method::POST, Some("on")) => {
@@ -250,14 +268,10 @@ mod tests {
     use super::*;
 
     fn upload_start(m: &Maintenance, repo: &str, id: &str) {
-        let mut h = HeaderMap::new();
-        h.insert("docker-upload-uuid", id.parse().unwrap());
-        m.observe(
-            &Route::UploadStart { name: repo.into() },
-            &Method::POST,
-            StatusCode::ACCEPTED,
-            &h,
-        );
+        m.observe(PushStep::UploadStarted {
+            repo,
+            session: Some(id),
+        });
     }
 
     #[test]
@@ -269,27 +283,15 @@ mod tests {
         // follows what it asks: which repositories have a push in flight.
         assert!(m.push_in_flight("team/app"));
         assert!(!m.push_in_flight("team/other"));
-        m.observe(
-            &Route::Upload {
-                name: "team/app".into(),
-                id: "u1".into(),
-            },
-            &Method::PUT,
-            StatusCode::CREATED,
-            &HeaderMap::new(),
-        );
+        m.observe(PushStep::Upload {
+            repo: "team/app",
+            session: "u1",
+            finished: true,
+        });
         // The manifest may still come.
         assert_eq!(m.in_flight(), 1);
         assert!(m.push_in_flight("team/app"));
-        m.observe(
-            &Route::Manifest {
-                name: "team/app".into(),
-                reference: "v1".into(),
-            },
-            &Method::PUT,
-            StatusCode::CREATED,
-            &HeaderMap::new(),
-        );
+        m.observe(PushStep::ManifestStored { repo: "team/app" });
         assert_eq!(m.in_flight(), 0);
         assert!(!m.push_in_flight("team/app"));
     }
@@ -302,24 +304,12 @@ mod tests {
             let m = m.clone();
             async move { m.drain(Duration::from_secs(10)).await }
         });
-        m.observe(
-            &Route::Upload {
-                name: "a".into(),
-                id: "u1".into(),
-            },
-            &Method::DELETE,
-            StatusCode::NO_CONTENT,
-            &HeaderMap::new(),
-        );
-        m.observe(
-            &Route::Manifest {
-                name: "a".into(),
-                reference: "v1".into(),
-            },
-            &Method::PUT,
-            StatusCode::CREATED,
-            &HeaderMap::new(),
-        );
+        m.observe(PushStep::Upload {
+            repo: "a",
+            session: "u1",
+            finished: true,
+        });
+        m.observe(PushStep::ManifestStored { repo: "a" });
         assert_eq!(waiter.await.unwrap(), 0);
         assert_eq!(m.drain(Duration::from_millis(10)).await, 0);
         upload_start(&m, "b", "u2");

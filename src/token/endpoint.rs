@@ -16,7 +16,7 @@ use http::{HeaderValue, Method, Response, StatusCode, header};
 use crate::auth::{Authenticator, Credentials, Identity};
 use crate::authz::{Action, Ask, Caller, Grant, Policy};
 use crate::error::{self, Body, GateError};
-use crate::http::query::Query;
+use crate::query::Query;
 use crate::token::{Tokens, intersect, token_response};
 
 /// What answering a token request needs from the gate.

@@ -13,7 +13,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::authz::{Action, Ask, Caller, Policy};
 use crate::error::{self, Body, GateError};
-use crate::http::query::Query;
+use crate::query::Query;
 use crate::upstream::Proxy;
 
 /// Repositories asked of the registry per upstream page (its maximum).

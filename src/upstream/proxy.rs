@@ -104,7 +104,7 @@ impl Proxy {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
-            .http1_max_buf_size(crate::net::server::MAX_READ_BUFFER)
+            .http1_max_buf_size(crate::config::MAX_READ_BUFFER)
             // Host is the client's, set below; the client must not replace it with the upstream's.
             .set_host(false)
             .build(connector);
