@@ -124,6 +124,7 @@ struct FileLog {
 #[serde(deny_unknown_fields)]
 struct FileMaintenance {
     read_only: Option<bool>,
+    upload_idle: Option<u64>,
 }
 
 /// How an environment variable's text becomes a TOML value.
@@ -196,6 +197,11 @@ const ENV_KEYS: &[(&str, &[&str], Kind)] = &[
         &["maintenance", "read_only"],
         Kind::Bool,
     ),
+    (
+        "MAINTENANCE_UPLOAD_IDLE",
+        &["maintenance", "upload_idle"],
+        Kind::Int,
+    ),
 ];
 
 const ENV_PREFIX: &str = "REGISTRY_GATE_";
@@ -223,6 +229,8 @@ pub struct Config {
     pub ui: Option<UiConfig>,
     pub log: LogConfig,
     pub read_only: bool,
+    /// An upload session this long without a request stops holding the read-only switch.
+    pub upload_idle: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -616,6 +624,15 @@ fn validate(raw: FileConfig, base: &Path, origin: &str) -> Result<Config, Config
         level: raw.log.level.unwrap_or_else(|| "info".into()),
     };
 
+    let upload_idle = match raw.maintenance.upload_idle.unwrap_or(60) {
+        0 => {
+            return Err(invalid(
+                "[maintenance] upload_idle must be at least 1 second".into(),
+            ));
+        }
+        n => Duration::from_secs(n),
+    };
+
     Ok(Config {
         listen,
         plain_listen,
@@ -631,6 +648,7 @@ fn validate(raw: FileConfig, base: &Path, origin: &str) -> Result<Config, Config
         ui,
         log,
         read_only: raw.maintenance.read_only.unwrap_or(false),
+        upload_idle,
     })
 }
 

@@ -4,5 +4,5 @@
 pub mod policy;
 pub mod rules;
 
-pub use policy::{Ask, Caller, Decision, Grant, Policy, PushesInFlight, ReadOnly, Reason};
+pub use policy::{Ask, Caller, Decision, Grant, Part, Policy, PushesInFlight, ReadOnly, Reason};
 pub use rules::{AccessControl, AccessError, Action, Rules};

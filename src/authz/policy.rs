@@ -63,6 +63,17 @@ pub struct Caller<'a> {
     pub token: Option<&'a [Grant]>,
 }
 
+impl<'a> Ask<'a> {
+    /// A request that is not part of an upload.
+    pub fn request(action: Action, repo: &'a str) -> Self {
+        Ask::Request {
+            action,
+            repo,
+            part: Part::Other,
+        }
+    }
+}
+
 impl<'a> Caller<'a> {
     /// A caller known by name or as anonymous, without a token (the token endpoint, `explain`).
     pub fn plain(identity: &'a Identity) -> Self {
@@ -76,9 +87,13 @@ impl<'a> Caller<'a> {
 /// What is asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ask<'a> {
-    /// A request doing `action` on `repo`: the rules, the token's scopes and, for writes, the
-    /// read-only switch must all allow it.
-    Request { action: Action, repo: &'a str },
+    /// A request doing `action` on `repo` (as `part` of a push): the rules, the token's scopes
+    /// and, for writes, the read-only switch must all allow it.
+    Request {
+        action: Action,
+        repo: &'a str,
+        part: Part<'a>,
+    },
     /// Reading a cross-repository mount's source: pull on `from`, by the rules and the token.
     MountSource { from: &'a str },
     /// Listing the catalog: the token (if any) must carry `registry:catalog:*`, and an
@@ -125,15 +140,12 @@ impl Decision {
     }
 }
 
-/// Which repositories have a push in flight (ops/maintenance.rs keeps track).
+/// Which pushes are in flight (ops/maintenance.rs keeps track).
 pub trait PushesInFlight: Sync {
+    /// `repo` has a push in flight: its manifest may still come.
     fn push_in_flight(&self, repo: &str) -> bool;
-}
-
-impl<F: Fn(&str) -> bool + Sync> PushesInFlight for F {
-    fn push_in_flight(&self, repo: &str) -> bool {
-        self(repo)
-    }
+    /// Upload session `session` of `repo` is open.
+    fn session_open(&self, repo: &str, session: &str) -> bool;
 }
 
 /// No push in flight anywhere.
@@ -143,6 +155,20 @@ impl PushesInFlight for NoPushes {
     fn push_in_flight(&self, _: &str) -> bool {
         false
     }
+    fn session_open(&self, _: &str, _: &str) -> bool {
+        false
+    }
+}
+
+/// Which part of a push a write is, for read-only admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part<'a> {
+    /// Starting an upload (or a mount).
+    NewUpload,
+    /// A request on an open upload session.
+    Session(&'a str),
+    /// Anything else: a manifest, a delete, a pull.
+    Other,
 }
 
 /// The read-only switch as the policy sees it.
@@ -177,14 +203,21 @@ impl Policy<'_> {
             }
             Ask::Grant { action, repo } => self.rules_decide(caller.identity, action, repo),
             Ask::MountSource { from } => self.with_token(caller, Action::Pull, from),
-            Ask::Request { action, repo } => {
+            Ask::Request { action, repo, part } => {
                 let d = self.with_token(caller, action, repo);
                 if !d.allowed || action == Action::Pull || !self.read_only.on {
                     return d;
                 }
-                // Deletes are always refused while read-only; a push already in flight may
-                // finish, so that turning the switch on never cuts a push in half.
-                if action == Action::Push && self.read_only.pushes.push_in_flight(repo) {
+                // While read-only: deletes and new uploads are refused; a push already in
+                // flight may finish (its open sessions, then its manifest), so turning the
+                // switch on never cuts a push in half and the pushes in flight only shrink.
+                let pushes = self.read_only.pushes;
+                let finishing = match part {
+                    Part::NewUpload => false,
+                    Part::Session(id) => pushes.session_open(repo, id),
+                    Part::Other => pushes.push_in_flight(repo),
+                };
+                if action == Action::Push && finishing {
                     return d;
                 }
                 Decision::deny(Reason::ReadOnly)
@@ -318,121 +351,79 @@ allow = ["pull", "push", "delete"]
         let rows: &[(&str, Ask, bool, Reason, Option<usize>)] = &[
             (
                 "anonymous",
-                Ask::Request {
-                    action: Pull,
-                    repo: "public/x",
-                },
+                Ask::request(Pull, "public/x"),
                 true,
                 Rule,
                 Some(5),
             ),
             (
                 "anonymous",
-                Ask::Request {
-                    action: Push,
-                    repo: "public/x",
-                },
+                Ask::request(Push, "public/x"),
                 false,
                 NoRule,
                 None,
             ),
             (
                 "anonymous",
-                Ask::Request {
-                    action: Pull,
-                    repo: "team-a/app",
-                },
+                Ask::request(Pull, "team-a/app"),
                 false,
                 NoRule,
                 None,
             ),
             (
                 "alice",
-                Ask::Request {
-                    action: Pull,
-                    repo: "public/x/y",
-                },
+                Ask::request(Pull, "public/x/y"),
                 true,
                 Rule,
                 Some(5),
             ),
             (
                 "alice",
-                Ask::Request {
-                    action: Push,
-                    repo: "team-a/app",
-                },
+                Ask::request(Push, "team-a/app"),
                 true,
                 Rule,
                 Some(10),
             ),
             (
                 "alice",
-                Ask::Request {
-                    action: Push,
-                    repo: "team-a/sub/app",
-                },
+                Ask::request(Push, "team-a/sub/app"),
                 true,
                 Rule,
                 Some(10),
             ),
             // `team-a/**` does not match `team-a` itself.
+            ("alice", Ask::request(Push, "team-a"), false, NoRule, None),
             (
                 "alice",
-                Ask::Request {
-                    action: Push,
-                    repo: "team-a",
-                },
+                Ask::request(Delete, "team-a/app"),
                 false,
                 NoRule,
                 None,
             ),
             (
                 "alice",
-                Ask::Request {
-                    action: Delete,
-                    repo: "team-a/app",
-                },
-                false,
-                NoRule,
-                None,
-            ),
-            (
-                "alice",
-                Ask::Request {
-                    action: Pull,
-                    repo: "team-b/secret",
-                },
+                Ask::request(Pull, "team-b/secret"),
                 false,
                 NoRule,
                 None,
             ),
             (
                 "ci-bot",
-                Ask::Request {
-                    action: Push,
-                    repo: "team-a/app",
-                },
+                Ask::request(Push, "team-a/app"),
                 true,
                 Rule,
                 Some(10),
             ),
             (
                 "bob",
-                Ask::Request {
-                    action: Delete,
-                    repo: "team-b/secret",
-                },
+                Ask::request(Delete, "team-b/secret"),
                 true,
                 Rule,
                 Some(15),
             ),
             (
                 "bob",
-                Ask::Request {
-                    action: Pull,
-                    repo: "team-b/other",
-                },
+                Ask::request(Pull, "team-b/other"),
                 false,
                 NoRule,
                 None,
@@ -538,22 +529,10 @@ allow = ["pull", "push", "delete"]
         };
         for action in [Pull, Push, Delete] {
             let alice = user("alice");
-            let d = policy.decide(
-                Caller::plain(&alice),
-                Ask::Request {
-                    action,
-                    repo: "any/x",
-                },
-            );
+            let d = policy.decide(Caller::plain(&alice), Ask::request(action, "any/x"));
             assert_eq!((d.allowed, d.reason), (true, NoRulesFile));
             let anon = user("anonymous");
-            let d = policy.decide(
-                Caller::plain(&anon),
-                Ask::Request {
-                    action,
-                    repo: "any/x",
-                },
-            );
+            let d = policy.decide(Caller::plain(&anon), Ask::request(action, "any/x"));
             assert_eq!((d.allowed, d.reason), (false, NoRule));
         }
         let anon = user("anonymous");
@@ -576,39 +555,11 @@ allow = ["pull", "push", "delete"]
             token: Some(&token),
         };
         let rows: &[(Ask, bool, Reason)] = &[
-            (
-                Ask::Request {
-                    action: Push,
-                    repo: "team-a/app",
-                },
-                true,
-                Rule,
-            ),
-            (
-                Ask::Request {
-                    action: Push,
-                    repo: "team-a/lib",
-                },
-                false,
-                TokenScope,
-            ),
-            (
-                Ask::Request {
-                    action: Pull,
-                    repo: "team-a/other",
-                },
-                false,
-                TokenScope,
-            ),
+            (Ask::request(Push, "team-a/app"), true, Rule),
+            (Ask::request(Push, "team-a/lib"), false, TokenScope),
+            (Ask::request(Pull, "team-a/other"), false, TokenScope),
             // The token never adds to the rules.
-            (
-                Ask::Request {
-                    action: Pull,
-                    repo: "team-b/secret",
-                },
-                false,
-                NoRule,
-            ),
+            (Ask::request(Pull, "team-b/secret"), false, NoRule),
             (Ask::MountSource { from: "team-a/lib" }, true, Rule),
             (
                 Ask::MountSource {
@@ -647,73 +598,76 @@ allow = ["pull", "push", "delete"]
                 identity: &alice,
                 token: Some(&star),
             },
-            Ask::Request {
-                action: Push,
-                repo: "team-a/app",
-            },
+            Ask::request(Push, "team-a/app"),
         );
         assert!(d.allowed);
     }
 
+    fn session<'a>(repo: &'a str, id: &'a str) -> Ask<'a> {
+        Ask::Request {
+            action: Push,
+            repo,
+            part: Part::Session(id),
+        }
+    }
+
     #[test]
     fn read_only_refuses_writes_but_lets_pushes_in_flight_finish() {
-        let in_flight = |repo: &str| repo == "team-a/busy";
+        struct Busy;
+        impl PushesInFlight for Busy {
+            fn push_in_flight(&self, repo: &str) -> bool {
+                repo == "team-a/busy"
+            }
+            fn session_open(&self, repo: &str, session: &str) -> bool {
+                repo == "team-a/busy" && session == "s1"
+            }
+        }
         let policy = Policy {
             rules: rules(),
             read_only: ReadOnly {
                 on: true,
-                pushes: &in_flight,
+                pushes: &Busy,
             },
         };
         let alice = user("alice");
         let bob = user("bob");
         let rows: &[(&Identity, Ask, bool, Reason)] = &[
+            (&alice, Ask::request(Pull, "team-a/app"), true, Rule),
             (
                 &alice,
-                Ask::Request {
-                    action: Pull,
-                    repo: "team-a/app",
-                },
-                true,
-                Rule,
-            ),
-            (
-                &alice,
-                Ask::Request {
-                    action: Push,
-                    repo: "team-a/app",
-                },
+                Ask::request(Push, "team-a/app"),
                 false,
                 Reason::ReadOnly,
             ),
+            (&alice, Ask::request(Push, "team-a/busy"), true, Rule),
+            (&alice, session("team-a/busy", "s1"), true, Rule),
+            // Even a repository with a push in flight starts no new upload, and a session
+            // that is not open does not continue: the pushes in flight only shrink.
             (
                 &alice,
                 Ask::Request {
                     action: Push,
                     repo: "team-a/busy",
-                },
-                true,
-                Rule,
-            ),
-            (
-                &bob,
-                Ask::Request {
-                    action: Delete,
-                    repo: "team-b/secret",
+                    part: Part::NewUpload,
                 },
                 false,
                 Reason::ReadOnly,
             ),
-            // Authorization comes first: a refused user learns nothing about maintenance.
             (
                 &alice,
-                Ask::Request {
-                    action: Push,
-                    repo: "team-b/secret",
-                },
+                session("team-a/busy", "s2"),
                 false,
-                NoRule,
+                Reason::ReadOnly,
             ),
+            (&alice, session("team-a/app", "s1"), false, Reason::ReadOnly),
+            (
+                &bob,
+                Ask::request(Delete, "team-b/secret"),
+                false,
+                Reason::ReadOnly,
+            ),
+            // Authorization comes first: a refused user learns nothing about maintenance.
+            (&alice, Ask::request(Push, "team-b/secret"), false, NoRule),
         ];
         for (who, ask, allowed, reason) in rows {
             let d = policy.decide(Caller::plain(who), *ask);

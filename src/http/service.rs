@@ -23,7 +23,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::auth::{self, Authenticator, Credentials, Identity};
-use crate::authz::{self, AccessControl, Action, Ask, Policy, ReadOnly, Reason};
+use crate::authz::{self, AccessControl, Action, Ask, Part, Policy, ReadOnly, Reason};
 use crate::body::WithGuard;
 use crate::config::{AuthMode, Config};
 use crate::error::{self, Body, Challenge, GateError};
@@ -142,7 +142,7 @@ impl Gate {
             tokens,
             public_url: config.public_url.clone(),
             access,
-            maintenance: Maintenance::new(config.read_only),
+            maintenance: Maintenance::new(config.read_only, config.upload_idle),
             proxy: Proxy::new(&config.upstream, &config.timeouts, metrics.clone())?,
             metrics,
             block_old_clients: config.block_old_clients,
@@ -297,7 +297,13 @@ impl Gate {
             route => {
                 let repo = route.repository().unwrap_or_default();
                 let action = action_for(route, &reading.method)?;
-                self.authorize(&policy, &caller, action, repo, route, conn, ctx)?;
+                let part = match route {
+                    Route::UploadStart { .. } => Part::NewUpload,
+                    Route::Upload { id, .. } => Part::Session(id),
+                    _ => Part::Other,
+                };
+                let ask = Ask::Request { action, repo, part };
+                self.authorize(&policy, &caller, ask, route, conn, ctx)?;
                 if let Route::UploadStart { name } = route {
                     self.check_mount(&policy, &mut reading.query, &caller, name, conn);
                 }
@@ -309,6 +315,11 @@ impl Gate {
             peer: conn.peer.ip(),
             tls: conn.tls,
             trusted: self.trusted_proxies.contains(&conn.peer.ip()),
+        };
+        // A request on an upload session holds it open (for the read-only switch) until answered.
+        let _session = match &reading.route {
+            Route::Upload { name, id } => Some(self.maintenance.session_request(name, id)),
+            _ => None,
         };
         let path_and_query = reading.path_and_query(req.uri().path());
         // What is forwarded is the reading: its host, path and query, nothing the gate did not
@@ -503,19 +514,20 @@ impl Gate {
     /// The decision step: the policy's answer, turned into the refusal a client expects: 403
     /// for a user the rules refuse, the challenge for anonymous callers and tokens lacking
     /// the scope, 405 while read-only. Every allowed write and every refusal is audited.
-    #[allow(clippy::too_many_arguments)]
     fn authorize(
         &self,
         policy: &Policy<'_>,
         caller: &Caller,
-        action: Action,
-        repo: &str,
+        ask: Ask<'_>,
         route: &Route,
         conn: ConnInfo,
         ctx: &RequestCtx,
     ) -> Result<(), GateError> {
+        let Ask::Request { action, repo, .. } = ask else {
+            return Err(GateError::Internal("authorize takes requests".into()));
+        };
         let who = &caller.identity;
-        let d = policy.decide(caller.as_policy(), Ask::Request { action, repo });
+        let d = policy.decide(caller.as_policy(), ask);
         self.metrics
             .decision(action, d.allowed || d.reason == Reason::ReadOnly);
         let audit = |outcome: &str| {

@@ -2,15 +2,18 @@
 //!
 //! Owns: the switch, and knowing which pushes are in flight so that turning it on neither cuts
 //! a push in half nor lets garbage collection run while one is unfinished (GC during a push
-//! loses data). A push is in flight for a repository from its first upload request until its
-//! manifest is stored, with a grace period after the last blob for the manifest to arrive;
-//! abandoned pushes expire. While read-only, pushes already in flight may finish; new pushes
-//! and deletes get 405 `UNSUPPORTED`, as the registry's own read-only mode answers.
+//! loses data). A push is in flight for a repository while one of its upload sessions is open
+//! and, after its last blob, for a grace period in which its manifest may arrive. A session
+//! holds while a request on it is being answered or one came within the last 60 s; one that
+//! goes quiet (a client that went away) stops holding. Once the switch is on, new uploads are
+//! refused (405 `UNSUPPORTED`, as the registry's own read-only mode answers), sessions already
+//! open may finish and their manifests be stored, deletes are refused: the set of pushes in
+//! flight can only shrink, so `on` converges however busy the pushers are.
 //! Does not own: the admin endpoint's transport (net/admin.rs), the admission decision
 //! (authz/policy.rs asks it which pushes are in flight) or reading requests (http/service.rs
 //! turns answered writes into [`PushStep`]s).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -22,34 +25,79 @@ use crate::authz::PushesInFlight;
 
 /// After its last upload request, a repository waits this long for its manifest.
 const MANIFEST_GRACE: Duration = Duration::from_secs(30);
-/// An upload session with no request for this long is abandoned.
-const ABANDONED: Duration = Duration::from_secs(600);
+/// One open upload session.
+struct Session {
+    /// Requests on it being answered now (a long PATCH holds the session while it streams).
+    active: usize,
+    last: Instant,
+}
 
+impl Session {
+    /// True while a request on it is being answered or one came within `idle`
+    /// (`[maintenance] upload_idle`); after that the client is taken to have gone away.
+    fn holds(&self, now: Instant, idle: Duration) -> bool {
+        self.active > 0 || now.saturating_duration_since(self.last) < idle
+    }
+}
+
+/// A push to one repository.
 #[derive(Default)]
 struct Push {
-    sessions: HashSet<String>,
+    sessions: HashMap<String, Session>,
+    /// The last request of this push, for the manifest's grace period.
     last: Option<Instant>,
 }
 
 impl Push {
-    fn live(&self, now: Instant) -> bool {
-        let Some(last) = self.last else {
-            return false;
-        };
-        let quiet = now.saturating_duration_since(last);
-        if self.sessions.is_empty() {
-            quiet < MANIFEST_GRACE
-        } else {
-            quiet < ABANDONED
-        }
+    /// Drops sessions that no longer hold; true while the push is in flight: a session
+    /// holds, or the manifest may still come after the last blob.
+    fn live(&mut self, now: Instant, idle: Duration) -> bool {
+        self.sessions.retain(|_, s| s.holds(now, idle));
+        !self.sessions.is_empty()
+            || self
+                .last
+                .is_some_and(|l| now.saturating_duration_since(l) < MANIFEST_GRACE)
     }
 }
 
-#[derive(Default)]
+/// What a push in flight is waiting for, for `status` and the CLI.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Waiting {
+    pub repository: String,
+    pub open_sessions: usize,
+    pub requests_in_flight: usize,
+    pub seconds_idle: u64,
+}
+
 pub struct Maintenance {
     read_only: AtomicBool,
     pushes: Mutex<HashMap<String, Push>>,
     changed: Notify,
+    /// `[maintenance] upload_idle`.
+    upload_idle: Duration,
+}
+
+/// Keeps one request on an upload session counted as in flight; dropped when it is answered.
+pub struct SessionRequest<'a> {
+    maintenance: &'a Maintenance,
+    repo: String,
+    session: String,
+}
+
+impl Drop for SessionRequest<'_> {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let mut pushes = self.maintenance.lock();
+        if let Some(s) = pushes
+            .get_mut(&self.repo)
+            .and_then(|p| p.sessions.get_mut(&self.session))
+        {
+            s.active = s.active.saturating_sub(1);
+            s.last = now;
+        }
+        drop(pushes);
+        self.maintenance.changed.notify_waiters();
+    }
 }
 
 /// One answered request of a push, as the pipeline saw it (http/service.rs reads it from the
@@ -78,16 +126,29 @@ pub const READ_ONLY_MESSAGE: &str = "the registry is read-only for maintenance";
 
 impl PushesInFlight for Maintenance {
     fn push_in_flight(&self, repo: &str) -> bool {
-        let pushes = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
-        pushes.get(repo).is_some_and(|p| p.live(Instant::now()))
+        let now = Instant::now();
+        self.lock()
+            .get_mut(repo)
+            .is_some_and(|p| p.live(now, self.upload_idle))
+    }
+
+    fn session_open(&self, repo: &str, session: &str) -> bool {
+        let now = Instant::now();
+        self.lock()
+            .get(repo)
+            .and_then(|p| p.sessions.get(session))
+            .is_some_and(|s| s.holds(now, self.upload_idle))
     }
 }
 
 impl Maintenance {
-    pub fn new(read_only: bool) -> Self {
-        let m = Maintenance::default();
-        m.read_only.store(read_only, Ordering::SeqCst);
-        m
+    pub fn new(read_only: bool, upload_idle: Duration) -> Self {
+        Maintenance {
+            read_only: AtomicBool::new(read_only),
+            pushes: Mutex::default(),
+            changed: Notify::new(),
+            upload_idle,
+        }
     }
 
     pub fn is_read_only(&self) -> bool {
@@ -99,16 +160,45 @@ impl Maintenance {
         tracing::warn!(read_only = on, "maintenance switch");
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Push>> {
+        self.pushes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a request on an upload session as in flight until the guard is dropped.
+    pub fn session_request(&self, repo: &str, session: &str) -> SessionRequest<'_> {
+        let now = Instant::now();
+        let mut pushes = self.lock();
+        let push = pushes.entry(repo.to_owned()).or_default();
+        push.last = Some(now);
+        let s = push.sessions.entry(session.to_owned()).or_insert(Session {
+            active: 0,
+            last: now,
+        });
+        s.active += 1;
+        s.last = now;
+        SessionRequest {
+            maintenance: self,
+            repo: repo.to_owned(),
+            session: session.to_owned(),
+        }
+    }
+
     /// Follows a push, one answered request at a time.
     pub fn observe(&self, step: PushStep<'_>) {
         let now = Instant::now();
-        let mut pushes = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pushes = self.lock();
         match step {
             PushStep::UploadStarted { repo, session } => {
                 let p = pushes.entry(repo.to_owned()).or_default();
                 p.last = Some(now);
                 if let Some(id) = session {
-                    p.sessions.insert(id.to_owned());
+                    p.sessions.insert(
+                        id.to_owned(),
+                        Session {
+                            active: 0,
+                            last: now,
+                        },
+                    );
                 }
             }
             PushStep::Upload {
@@ -129,16 +219,36 @@ impl Maintenance {
                 }
             }
         }
-        pushes.retain(|_, p| p.live(now));
+        pushes.retain(|_, p| p.live(now, self.upload_idle));
         drop(pushes);
         self.changed.notify_waiters();
+    }
+
+    /// The pushes in flight, by repository.
+    pub fn waiting(&self) -> Vec<Waiting> {
+        let now = Instant::now();
+        let mut pushes = self.lock();
+        pushes.retain(|_, p| p.live(now, self.upload_idle));
+        let mut list: Vec<Waiting> = pushes
+            .iter()
+            .map(|(repo, p)| Waiting {
+                repository: repo.clone(),
+                open_sessions: p.sessions.len(),
+                requests_in_flight: p.sessions.values().map(|s| s.active).sum(),
+                seconds_idle: p
+                    .last
+                    .map_or(0, |l| now.saturating_duration_since(l).as_secs()),
+            })
+            .collect();
+        list.sort_by(|a, b| a.repository.cmp(&b.repository));
+        list
     }
 
     /// Repositories with a push in flight.
     pub fn in_flight(&self) -> usize {
         let now = Instant::now();
-        let mut pushes = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
-        pushes.retain(|_, p| p.live(now));
+        let mut pushes = self.lock();
+        pushes.retain(|_, p| p.live(now, self.upload_idle));
         pushes.len()
     }
 
@@ -162,32 +272,41 @@ impl Maintenance {
     }
 }
 
+/// The status as the admin endpoint answers it.
+fn status_json(m: &Maintenance) -> String {
+    let waiting = m.waiting();
+    serde_json::json!({
+        "read_only": m.is_read_only(),
+        "pushes_in_flight": waiting.len(),
+        "waiting_for": waiting,
+    })
+    .to_string()
+}
+
 /// `GET` (status) and `POST ?state=on|off[&timeout=SECS]` of `/admin/read-only`: the status
-/// and a JSON body. Turning it on answers once pushes in flight are done, or after the timeout
-/// (default 300 s).
+/// and a JSON body (`read_only`, `pushes_in_flight`, and `waiting_for`: repository, open
+/// sessions, requests in flight, seconds idle). Turning it on answers once pushes in flight are
+/// done, or after the timeout (default 300 s; `0` answers at once).
 pub async fn admin_endpoint(
     m: &Maintenance,
     method: &Method,
     query: Option<&str>,
 ) -> (StatusCode, String) {
-    let answer = |left: usize| {
-        serde_json::json!({ "read_only": m.is_read_only(), "pushes_in_flight": left }).to_string()
-    };
     let query = crate::query::Query::of(query);
     match (method, query.get("state")) {
-        (&Method::GET, _) => (StatusCode::OK, answer(m.in_flight())),
+        (&Method::GET, _) => (StatusCode::OK, status_json(m)),
         (&Method::POST, Some("on")) => {
             let timeout = query
                 .get("timeout")
                 .and_then(|t| t.parse().ok())
                 .map_or(Duration::from_secs(300), Duration::from_secs);
             m.set_read_only(true);
-            let left = m.drain(timeout).await;
-            (StatusCode::OK, answer(left))
+            m.drain(timeout).await;
+            (StatusCode::OK, status_json(m))
         }
         (&Method::POST, Some("off")) => {
             m.set_read_only(false);
-            (StatusCode::OK, answer(m.in_flight()))
+            (StatusCode::OK, status_json(m))
         }
         _ => (
             StatusCode::BAD_REQUEST,
@@ -196,14 +315,57 @@ pub async fn admin_endpoint(
     }
 }
 
-/// `registry-gate read-only on|off|status`: talks to the admin listener.
+/// One request to the admin listener's `/admin/read-only`; its JSON answer.
+fn admin_request(addr: &str, request: &str) -> Result<serde_json::Value, String> {
+    use std::io::{Read, Write};
+    let run = || -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        write!(
+            stream,
+            "{request}\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    };
+    let answer = run().map_err(|e| format!("admin listener {addr}: {e}"))?;
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    serde_json::from_str(body).map_err(|_| format!("unexpected answer from {addr}: {answer}"))
+}
+
+/// `repo (N open session(s), N request(s) in flight, idle N s)` lines of a status answer.
+fn describe_waiting(doc: &serde_json::Value) -> Vec<String> {
+    doc["waiting_for"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|w| {
+                    format!(
+                        "{} ({} open session(s), {} request(s) in flight, idle {} s)",
+                        w["repository"].as_str().unwrap_or("?"),
+                        w["open_sessions"],
+                        w["requests_in_flight"],
+                        w["seconds_idle"]
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// How often `read-only on` reports what it waits for.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// `registry-gate read-only on|off|status`: talks to the admin listener. `on` switches at once,
+/// then reports what it waits for every few seconds until no push is in flight (exit 0) or
+/// `timeout_secs` passed (exit 1: not safe to garbage-collect).
 pub fn cli(
     state: &str,
     config: Option<&std::path::Path>,
     admin: Option<&str>,
     timeout_secs: u64,
 ) -> std::process::ExitCode {
-    use std::io::{Read, Write};
     use std::process::ExitCode;
     let addr = match admin {
         Some(a) => a.to_owned(),
@@ -221,39 +383,43 @@ pub fn cli(
             }
         },
     };
-    let request = match state {
-        "status" => "GET /admin/read-only HTTP/1.1".to_owned(),
-        s => format!("POST /admin/read-only?state={s}&timeout={timeout_secs} HTTP/1.1"),
+    let status = "GET /admin/read-only HTTP/1.1";
+    let first = match state {
+        "status" => status.to_owned(),
+        "on" => "POST /admin/read-only?state=on&timeout=0 HTTP/1.1".to_owned(),
+        s => format!("POST /admin/read-only?state={s} HTTP/1.1"),
     };
-    let run = || -> std::io::Result<String> {
-        let mut stream = std::net::TcpStream::connect(&addr)?;
-        stream.set_read_timeout(Some(Duration::from_secs(timeout_secs + 30)))?;
-        write!(
-            stream,
-            "{request}\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer)?;
-        Ok(answer)
-    };
-    let answer = match run() {
-        Ok(a) => a,
+    let deadline = std::time::Instant::now() + Duration::from_secs(timeout_secs);
+    let mut doc = match admin_request(&addr, &first) {
+        Ok(d) => d,
         Err(e) => {
-            eprintln!("error: admin listener {addr}: {e}");
+            eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
-    let Ok(doc) = serde_json::from_str::<serde_json::Value>(body) else {
-        eprintln!("error: unexpected answer from {addr}: {answer}");
-        return ExitCode::FAILURE;
-    };
+    while state == "on" && doc["pushes_in_flight"].as_u64().unwrap_or(0) > 0 {
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+        println!("waiting for: {}", describe_waiting(&doc).join("; "));
+        std::thread::sleep(PROGRESS_EVERY.min(deadline - std::time::Instant::now()));
+        doc = match admin_request(&addr, status) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    }
     let on = doc["read_only"].as_bool().unwrap_or(false);
     let left = doc["pushes_in_flight"].as_u64().unwrap_or(0);
     println!(
         "read-only: {}; pushes in flight: {left}",
         if on { "on" } else { "off" }
     );
+    for line in describe_waiting(&doc) {
+        println!("  {line}");
+    }
     if state == "on" && left > 0 {
         eprintln!(
             "{left} push(es) still in flight after {timeout_secs} s: not safe to garbage-collect yet"
@@ -276,7 +442,7 @@ mod tests {
 
     #[test]
     fn a_push_in_flight_may_finish_while_new_ones_are_refused() {
-        let m = Maintenance::new(false);
+        let m = Maintenance::new(false, Duration::from_secs(60));
         upload_start(&m, "team/app", "u1");
         m.set_read_only(true);
         // Whether a write is admitted is the policy's (authz/policy.rs, tested there); this
@@ -296,9 +462,60 @@ mod tests {
         assert!(!m.push_in_flight("team/app"));
     }
 
+    #[test]
+    fn quiet_sessions_stop_holding_and_active_ones_hold() {
+        let idle = Duration::from_secs(60);
+        let t0 = Instant::now();
+        let mut push = Push::default();
+        push.sessions.insert(
+            "quiet".into(),
+            Session {
+                active: 0,
+                last: t0,
+            },
+        );
+        push.sessions.insert(
+            "streaming".into(),
+            Session {
+                active: 1,
+                last: t0,
+            },
+        );
+        push.last = Some(t0);
+        assert!(push.live(t0 + Duration::from_secs(59), idle));
+        assert_eq!(push.sessions.len(), 2);
+        // A minute later the quiet session is gone; the one with a request in flight holds.
+        assert!(push.live(t0 + Duration::from_secs(61), idle));
+        assert_eq!(push.sessions.keys().collect::<Vec<_>>(), ["streaming"]);
+        push.sessions.clear();
+        // No session, past the manifest's grace: not in flight.
+        assert!(!push.live(t0 + Duration::from_secs(61), idle));
+    }
+
+    #[test]
+    fn session_requests_are_counted_until_answered() {
+        let m = Maintenance::new(true, Duration::from_secs(60));
+        upload_start(&m, "a", "u1");
+        {
+            let _r = m.session_request("a", "u1");
+            assert_eq!(m.waiting()[0].requests_in_flight, 1);
+            assert!(m.session_open("a", "u1"));
+        }
+        let w = m.waiting();
+        assert_eq!(
+            (
+                w[0].repository.as_str(),
+                w[0].open_sessions,
+                w[0].requests_in_flight
+            ),
+            ("a", 1, 0)
+        );
+        assert!(!m.session_open("a", "u2"));
+    }
+
     #[tokio::test]
     async fn drain_returns_when_the_last_push_ends() {
-        let m = std::sync::Arc::new(Maintenance::new(true));
+        let m = std::sync::Arc::new(Maintenance::new(true, Duration::from_secs(60)));
         upload_start(&m, "a", "u1");
         let waiter = tokio::spawn({
             let m = m.clone();
