@@ -14,7 +14,8 @@
 //! - `request_body_bytes_total`, `response_body_bytes_total`: body bytes passed through.
 //! - `upstream_response_seconds`: histogram of the time to the registry's response headers.
 //! - `auth_successes_total` (cache hits included), `auth_cache_hits_total`,
-//!   `auth_failures_total`, `auth_throttled_total` (answered 429 by the brake).
+//!   `auth_failures_total`, `auth_throttled_total` (answered 429 by the brake),
+//!   `password_hashes_total` (hashes verified on the blocking pool).
 //! - `rejected_user_agents_total`: old docker clients answered 404.
 //! - `access_decisions_total{action,outcome}`: `pull`/`push`/`delete`, `allowed`/`denied`.
 //! - `read_only_refusals_total`: writes refused while read-only for maintenance.
@@ -196,6 +197,7 @@ pub struct Metrics {
     auth_cache_hits: AtomicU64,
     auth_failures: AtomicU64,
     auth_throttled: AtomicU64,
+    password_hashes: AtomicU64,
     rejected_user_agents: AtomicU64,
     /// `[action: pull, push, delete][0 = allowed, 1 = denied]`
     decisions: [[AtomicU64; 2]; 3],
@@ -219,6 +221,7 @@ impl Default for Metrics {
             auth_cache_hits: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
             auth_throttled: AtomicU64::new(0),
+            password_hashes: AtomicU64::new(0),
             rejected_user_agents: AtomicU64::new(0),
             decisions: Default::default(),
             read_only_refusals: AtomicU64::new(0),
@@ -273,6 +276,12 @@ impl Metrics {
 
     pub fn auth_throttled(&self) {
         inc(&self.auth_throttled);
+    }
+
+    /// Password hashes verified (on the blocking pool; every check verifies one per work class).
+    pub fn password_hashes(&self, n: usize) {
+        self.password_hashes
+            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     pub fn rejected_user_agent(&self) {
@@ -401,8 +410,15 @@ impl Metrics {
             w,
             "auth_throttled_total",
             "counter",
-            "Logins refused with 429 after too many failures from one address.",
+            "Logins refused with 429 after too many failures from one client or against one user.",
             load(&self.auth_throttled),
+        );
+        simple(
+            w,
+            "password_hashes_total",
+            "counter",
+            "Password hashes verified (one per kind of hash in the users file on every check).",
+            load(&self.password_hashes),
         );
         simple(
             w,
