@@ -196,22 +196,34 @@ pub fn cli(
 ) -> std::process::ExitCode {
     use std::io::{Read, Write};
     use std::process::ExitCode;
-    let addr = match admin {
-        Some(a) => a.to_owned(),
-        None => match crate::config::Config::load(config, std::env::vars()) {
-            Ok(c) => match c.admin_listen {
-                Some(a) => a.to_string(),
-                None => {
-                    eprintln!("error: admin_listen is off in the config; pass --admin ADDR");
-                    return ExitCode::from(64);
-                }
-            },
+    // The config names the admin address and the admin_token file; with --admin and no
+    // usable config, no token is sent.
+    let loaded = crate::config::Config::load(config, std::env::vars());
+    let addr = match (admin, &loaded) {
+        (Some(a), _) => a.to_owned(),
+        (None, Ok(c)) => match c.admin_listen {
+            Some(a) => a.to_string(),
+            None => {
+                eprintln!("error: admin_listen is off in the config; pass --admin ADDR");
+                return ExitCode::from(64);
+            }
+        },
+        (None, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let token = match loaded.as_ref().ok().and_then(|c| c.admin_token.as_deref()) {
+        Some(path) => match crate::read_admin_token(path) {
+            Ok(t) => Some(t),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(64);
             }
         },
+        None => None,
     };
+    let authorization = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let request = match state {
         "status" => "GET /admin/read-only HTTP/1.1".to_owned(),
         s => format!("POST /admin/read-only?state={s}&timeout={timeout_secs} HTTP/1.1"),
@@ -221,7 +233,9 @@ pub fn cli(
         stream.set_read_timeout(Some(Duration::from_secs(timeout_secs + 30)))?;
         write!(
             stream,
-            "{request}\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "{request}\r\nHost: {addr}\r\n{}: {}\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n",
+            crate::net::admin::CLI_HEADER,
+            crate::net::admin::CLI_HEADER_VALUE,
         )?;
         let mut answer = String::new();
         stream.read_to_string(&mut answer)?;
@@ -235,6 +249,10 @@ pub fn cli(
         }
     };
     let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    if answer.starts_with("HTTP/1.1 403") {
+        eprintln!("error: admin listener {addr} refused: {body}");
+        return ExitCode::FAILURE;
+    }
     let Ok(doc) = serde_json::from_str::<serde_json::Value>(body) else {
         eprintln!("error: unexpected answer from {addr}: {answer}");
         return ExitCode::FAILURE;
