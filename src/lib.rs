@@ -156,6 +156,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         server::Listeners { tls, plain },
         gate.clone(),
         config.timeouts.clone(),
+        config.limits,
         stop_rx.clone(),
     ));
     let admin = match (admin, admin_addr) {

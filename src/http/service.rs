@@ -78,6 +78,8 @@ pub struct Gate {
     trusted_proxies: Vec<std::net::IpAddr>,
     cors: Option<Cors>,
     ui: Option<Ui>,
+    /// Deadline for a body the gate reads itself (`POST /token`): `[timeouts] header_read`.
+    pub body_read: std::time::Duration,
 }
 
 /// Why the gate could not be assembled.
@@ -115,6 +117,7 @@ impl Gate {
             metrics,
             block_old_clients: config.block_old_clients,
             trusted_proxies: config.trusted_proxies.clone(),
+            body_read: config.timeouts.header_read,
             cors: config.cors.as_ref().map(Cors::new),
             ui: config
                 .ui

@@ -20,6 +20,8 @@
 //! - `access_decisions_total{action,outcome}`: `pull`/`push`/`delete`, `allowed`/`denied`.
 //! - `read_only_refusals_total`: writes refused while read-only for maintenance.
 //! - `connections_active`, `connections_total`: client connections, TLS and plain.
+//! - `connections_refused_total{reason}`: closed at accept by a `[limits]` cap (`global`,
+//!   `per_client`).
 //! - `tls_handshake_failures_total{reason}`: `error`, `timeout`, or `plain_http` on the TLS port.
 //! - `reloads_total{kind,outcome}`: `users`, `certificate` or `access`, `success` or `failure`.
 //! - `certificate_expiry_seconds`: the served certificate's notAfter, unix time.
@@ -204,6 +206,8 @@ pub struct Metrics {
     read_only_refusals: AtomicU64,
     connections_active: AtomicI64,
     connections_total: AtomicU64,
+    /// `[0 = global cap, 1 = per-client cap]`
+    connections_refused: [AtomicU64; 2],
     handshake_failures: [AtomicU64; HANDSHAKE_REASONS.len()],
     /// `[kind][0 = success, 1 = failure]`
     reloads: [[AtomicU64; 2]; RELOAD_KINDS.len()],
@@ -227,6 +231,7 @@ impl Default for Metrics {
             read_only_refusals: AtomicU64::new(0),
             connections_active: AtomicI64::new(0),
             connections_total: AtomicU64::new(0),
+            connections_refused: Default::default(),
             handshake_failures: Default::default(),
             reloads: Default::default(),
             certificate_expiry: AtomicI64::new(NO_EXPIRY),
@@ -303,6 +308,15 @@ impl Metrics {
         inc(&self.connections_total);
         self.connections_active.fetch_add(1, Ordering::Relaxed);
         ConnectionGuard(self.clone())
+    }
+
+    /// A connection closed at accept because a cap was full.
+    pub fn connection_refused(&self, why: crate::net::limits::Refused) {
+        use crate::net::limits::Refused;
+        inc(&self.connections_refused[match why {
+            Refused::Global => 0,
+            Refused::PerClient => 1,
+        }]);
     }
 
     pub fn handshake_failure(&self, why: HandshakeFailure) {
@@ -467,6 +481,19 @@ impl Metrics {
             "Client connections accepted, TLS and plain.",
             load(&self.connections_total),
         );
+        family(
+            w,
+            "connections_refused_total",
+            "counter",
+            "Client connections closed at accept because a [limits] cap was full, by cap.",
+        );
+        for (i, reason) in ["global", "per_client"].iter().enumerate() {
+            let _ = writeln!(
+                w,
+                "registry_gate_connections_refused_total{{reason=\"{reason}\"}} {}",
+                load(&self.connections_refused[i])
+            );
+        }
 
         family(
             w,

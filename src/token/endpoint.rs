@@ -52,9 +52,12 @@ pub async fn serve(
             (identity, scopes, query::param(q, "service"), offline)
         }
         Method::POST => {
-            let body = http_body_util::Limited::new(req.into_body(), MAX_FORM)
-                .collect()
+            // A deadline on the whole body: it is small, and a client that trickles it holds a
+            // task (the same deadline as for request headers).
+            let collect = http_body_util::Limited::new(req.into_body(), MAX_FORM).collect();
+            let body = tokio::time::timeout(gate.body_read, collect)
                 .await
+                .map_err(|_| GateError::BadRequest("token request body too slow".into()))?
                 .map_err(|_| {
                     GateError::BadRequest("token request body too large or broken".into())
                 })?
