@@ -165,11 +165,12 @@ pub async fn serve(
 
 /// One `match` from method and path to the answer.
 async fn route(gate: &Gate, guard: &WriteGuard, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        if let Err(why) = write_allowed(guard, req.headers()) {
-            tracing::warn!(method = %req.method(), path = req.uri().path(), "admin write refused: {why}");
-            return denied(why);
-        }
+    if req.method() != Method::GET
+        && req.method() != Method::HEAD
+        && let Err(why) = write_allowed(guard, req.headers())
+    {
+        tracing::warn!(method = %req.method(), path = req.uri().path(), "admin write refused: {why}");
+        return denied(why);
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
