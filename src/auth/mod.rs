@@ -225,7 +225,7 @@ impl Authenticator {
             Ok(Identity::User(user.into()))
         } else {
             self.metrics.auth_failure();
-            tracing::info!(user = ?user, client = %peer, "failed login");
+            tracing::info!(user = %LogName(&user), client = %peer, "failed login");
             Err(self.challenge())
         }
     }

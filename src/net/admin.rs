@@ -6,7 +6,7 @@
 //! serves), `GET /readyz` (200 when the registry answers `GET /v2/`, else 503), and
 //! `/admin/read-only` (GET status, POST switch). No TLS: bind it to loopback or a private network.
 //!
-//! Writes (every method but GET/HEAD) are refused with a registry-style 403 `DENIED` unless they
+//! Writes (every method but GET/HEAD under `/admin/`) are refused with a registry-style 403 `DENIED` unless they
 //! come from a program rather than a web page ([`write_allowed`]): no `Origin` header (browsers
 //! send one on every cross-site POST), the header `X-Registry-Gate: cli` (a page cannot add a
 //! custom header to a cross-site request without a preflight, which this listener never
@@ -165,7 +165,8 @@ pub async fn serve(
 
 /// One `match` from method and path to the answer.
 async fn route(gate: &Gate, guard: &WriteGuard, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET
+    if req.uri().path().starts_with("/admin/")
+        && req.method() != Method::GET
         && req.method() != Method::HEAD
         && let Err(why) = write_allowed(guard, req.headers())
     {
