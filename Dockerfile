@@ -25,5 +25,5 @@ RUN cargo build --release --locked --target x86_64-unknown-linux-musl \
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /registry-gate /usr/local/bin/registry-gate
 USER 65532:65532
-EXPOSE 5443 9090
+EXPOSE 5443 9095
 ENTRYPOINT ["registry-gate", "serve"]

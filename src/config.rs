@@ -46,6 +46,7 @@ struct FileConfig {
     upstream_ca: Option<PathBuf>,
     public_url: Option<String>,
     admin_listen: Option<String>,
+    admin_token: Option<PathBuf>,
     block_old_clients: Option<bool>,
     trusted_proxies: Option<Vec<String>>,
     #[serde(default)]
@@ -54,6 +55,8 @@ struct FileConfig {
     auth: FileAuth,
     #[serde(default)]
     timeouts: FileTimeouts,
+    #[serde(default)]
+    limits: FileLimits,
     cors: Option<FileCors>,
     #[serde(default)]
     ui: FileUi,
@@ -93,7 +96,15 @@ struct FileTimeouts {
     upstream_connect: Option<u64>,
     upstream_response: Option<u64>,
     idle: Option<u64>,
+    h2_idle: Option<u64>,
     drain: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,6 +156,7 @@ const ENV_KEYS: &[(&str, &[&str], Kind)] = &[
     ("UPSTREAM_CA", &["upstream_ca"], Kind::Str),
     ("PUBLIC_URL", &["public_url"], Kind::Str),
     ("ADMIN_LISTEN", &["admin_listen"], Kind::Str),
+    ("ADMIN_TOKEN", &["admin_token"], Kind::Str),
     ("BLOCK_OLD_CLIENTS", &["block_old_clients"], Kind::Bool),
     ("TRUSTED_PROXIES", &["trusted_proxies"], Kind::List),
     ("TLS_CERT", &["tls", "cert"], Kind::Str),
@@ -180,7 +192,18 @@ const ENV_KEYS: &[(&str, &[&str], Kind)] = &[
         Kind::Int,
     ),
     ("TIMEOUTS_IDLE", &["timeouts", "idle"], Kind::Int),
+    ("TIMEOUTS_H2_IDLE", &["timeouts", "h2_idle"], Kind::Int),
     ("TIMEOUTS_DRAIN", &["timeouts", "drain"], Kind::Int),
+    (
+        "LIMITS_MAX_CONNECTIONS",
+        &["limits", "max_connections"],
+        Kind::Int,
+    ),
+    (
+        "LIMITS_MAX_CONNECTIONS_PER_CLIENT",
+        &["limits", "max_connections_per_client"],
+        Kind::Int,
+    ),
     ("CORS_ALLOW_ORIGINS", &["cors", "allow_origins"], Kind::List),
     (
         "CORS_ALLOW_CREDENTIALS",
@@ -219,12 +242,15 @@ pub struct Config {
     /// The gate's public origin (`https://registry.example.com`), without a trailing slash.
     pub public_url: Option<String>,
     pub admin_listen: Option<SocketAddr>,
+    /// File holding the secret admin writes must carry as `Authorization: Bearer`.
+    pub admin_token: Option<PathBuf>,
     pub block_old_clients: bool,
     /// Peers whose `Forwarded` / `X-Forwarded-*` headers are kept.
     pub trusted_proxies: Vec<IpAddr>,
     pub tls: Option<TlsPaths>,
     pub auth: AuthConfig,
     pub timeouts: Timeouts,
+    pub limits: Limits,
     pub cors: Option<CorsConfig>,
     pub ui: Option<UiConfig>,
     pub log: LogConfig,
@@ -289,8 +315,18 @@ pub struct Timeouts {
     pub upstream_response: Duration,
     /// No byte moving on a body for this long ends the transfer.
     pub idle: Duration,
+    /// An HTTP/2 connection with no open stream for this long is closed.
+    pub h2_idle: Duration,
     /// How long in-flight requests may finish after SIGTERM.
     pub drain: Duration,
+}
+
+/// Caps on open client connections (TLS and plain together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// Per client address (IPv6: per /64); behind a load balancer, per balancer.
+    pub max_connections_per_client: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -453,7 +489,7 @@ fn validate(raw: FileConfig, base: &Path, origin: &str) -> Result<Config, Config
     let plain_listen = addr("plain_listen", raw.plain_listen)?;
     let admin_listen = addr(
         "admin_listen",
-        Some(raw.admin_listen.unwrap_or_else(|| "127.0.0.1:9090".into())),
+        Some(raw.admin_listen.unwrap_or_else(|| "127.0.0.1:9095".into())),
     )?;
     if listen.is_none() && plain_listen.is_none() {
         return Err(invalid(
@@ -573,7 +609,27 @@ fn validate(raw: FileConfig, base: &Path, origin: &str) -> Result<Config, Config
         upstream_connect: secs(t.upstream_connect, 10, "upstream_connect")?,
         upstream_response: secs(t.upstream_response, 900, "upstream_response")?,
         idle: secs(t.idle, 900, "idle")?,
+        h2_idle: secs(t.h2_idle, 120, "h2_idle")?,
         drain: secs(t.drain, 60, "drain")?,
+    };
+
+    let limits = Limits {
+        max_connections: match raw.limits.max_connections.unwrap_or(10_000) {
+            0 => {
+                return Err(invalid(
+                    "[limits] max_connections must be at least 1".into(),
+                ));
+            }
+            n => n,
+        },
+        max_connections_per_client: match raw.limits.max_connections_per_client.unwrap_or(256) {
+            0 => {
+                return Err(invalid(
+                    "[limits] max_connections_per_client must be at least 1".into(),
+                ));
+            }
+            n => n,
+        },
     };
 
     let cors = match raw.cors {
@@ -639,11 +695,16 @@ fn validate(raw: FileConfig, base: &Path, origin: &str) -> Result<Config, Config
         upstream,
         public_url,
         admin_listen,
+        admin_token: raw
+            .admin_token
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(resolve),
         block_old_clients: raw.block_old_clients.unwrap_or(true),
         trusted_proxies,
         tls,
         auth,
         timeouts,
+        limits,
         cors,
         ui,
         log,

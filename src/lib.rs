@@ -36,9 +36,16 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Setup(#[from] GateSetupError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("{setting} {addr}: {}", bind_reason(source))]
     Bind {
+        setting: &'static str,
         addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("admin_token {path}: {source}")]
+    AdminToken {
+        path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -69,10 +76,39 @@ impl Running {
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+/// `address in use` rather than the OS's `Address already in use (os error 98)`.
+fn bind_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => "address in use".into(),
+        std::io::ErrorKind::AddrNotAvailable => "address not available on this host".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Binds `addr` for the config key `setting`, whose name the error carries.
+async fn bind(setting: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| StartError::Bind { addr, source })
+        .map_err(|source| StartError::Bind {
+            setting,
+            addr,
+            source,
+        })
+}
+
+/// The secret in the `admin_token` file, trimmed; an empty file is an error.
+pub fn read_admin_token(path: &std::path::Path) -> Result<String, StartError> {
+    let err = |source| StartError::AdminToken {
+        path: path.to_owned(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(err)?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(err(std::io::Error::other("the file is empty")));
+    }
+    Ok(token.to_owned())
 }
 
 /// Loads everything the config names, binds the listeners and starts serving.
@@ -89,7 +125,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     let tls = match (config.listen, &certs) {
         (Some(addr), Some(store)) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(store.clone())?);
-            Some((bind(addr).await?, acceptor))
+            Some((bind("listen", addr).await?, acceptor))
         }
         _ => None,
     };
@@ -99,17 +135,21 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
                 %addr,
                 "plain_listen serves HTTP without TLS: only use it behind a TLS-terminating load balancer"
             );
-            Some(bind(addr).await?)
+            Some(bind("plain_listen", addr).await?)
         }
         None => None,
     };
     let tls_addr = tls.as_ref().and_then(|(l, _)| l.local_addr().ok());
     let plain_addr = plain.as_ref().and_then(|l| l.local_addr().ok());
     let admin = match config.admin_listen {
-        Some(addr) => Some(bind(addr).await?),
+        Some(addr) => Some(bind("admin_listen", addr).await?),
         None => None,
     };
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    let admin_token = match &config.admin_token {
+        Some(path) => Some(read_admin_token(path)?),
+        None => None,
+    };
 
     let (stop, stop_rx) = watch::channel(false);
     tokio::spawn(reload::run(gate.clone(), certs.clone(), stop_rx.clone()));
@@ -117,9 +157,16 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         server::Listeners { tls, plain },
         gate.clone(),
         config.timeouts.clone(),
+        config.limits,
         stop_rx.clone(),
     ));
-    let admin = admin.map(|l| tokio::spawn(admin::serve(l, gate.clone(), stop_rx)));
+    let admin = match (admin, admin_addr) {
+        (Some(l), Some(local)) => {
+            let guard = admin::WriteGuard::new(local, admin_token.as_deref());
+            Some(tokio::spawn(admin::serve(l, gate.clone(), guard, stop_rx)))
+        }
+        _ => None,
+    };
     if let Some(a) = tls_addr {
         tracing::info!(listen = %a, upstream = %config.upstream.base, "serving TLS");
     }

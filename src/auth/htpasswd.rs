@@ -76,6 +76,24 @@ impl Hash {
         )
     }
 
+    /// Hashes of one work class cost the same to verify: the format plus its cost parameter
+    /// (bcrypt's cost, SHA-crypt's `rounds=`). users.rs verifies one hash of every class in the
+    /// file on every check, so known and unknown users cost the same.
+    pub fn work_class(&self) -> String {
+        match self {
+            Hash::Bcrypt(s) => format!("bcrypt-{}", s.get(4..6).unwrap_or("")),
+            Hash::ShaCrypt(s) => {
+                let rounds = s
+                    .get(3..)
+                    .and_then(|r| r.strip_prefix("rounds="))
+                    .and_then(|r| r.split('$').next())
+                    .unwrap_or("default");
+                format!("{}-{rounds}", self.format_name())
+            }
+            other => other.format_name().to_owned(),
+        }
+    }
+
     /// Parses the hash part of a line.
     pub fn parse(text: &str) -> Result<Hash, String> {
         if let Some(rest) = text.strip_prefix("{SHA}") {

@@ -3,7 +3,7 @@
 //! Owns: parsing the `Authorization` header (malformed values are a failed login, never a 400
 //! or a panic; `Basic Og==`, an empty user and password, is anonymous), the order of the checks
 //! (cache, then brake, then a slow hash on a bounded blocking pool), the 401/429 errors, and
-//! counting each outcome in the metrics.
+//! counting each outcome in the metrics. User names reach logs only escaped ([`LogName`]).
 //! Does not own: the file format (htpasswd.rs), the cache (cache.rs), the brake (brake.rs).
 
 pub mod brake;
@@ -34,12 +34,30 @@ pub enum Identity {
 }
 
 impl Identity {
-    /// The name for logs: the user, or `-`.
-    pub fn log_name(&self) -> &str {
-        match self {
+    /// The name for logs: the user, or `-`. Control characters, quotes and backslashes are
+    /// escaped (`\n`, `\u{1b}`), so no user name can forge a log line.
+    pub fn log_name(&self) -> tracing::field::DisplayValue<LogName<'_>> {
+        tracing::field::display(LogName(match self {
             Identity::Anonymous => "-",
             Identity::User(u) => u,
+        }))
+    }
+}
+
+/// A user name as logs show it: see [`Identity::log_name`].
+#[derive(Debug, Clone, Copy)]
+pub struct LogName<'a>(pub &'a str);
+
+impl std::fmt::Display for LogName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() || c == '"' || c == '\\' {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
         }
+        Ok(())
     }
 }
 
@@ -106,8 +124,8 @@ pub fn credentials(headers: &HeaderMap) -> Credentials {
 pub struct Authenticator {
     users: Arc<UserStore>,
     cache: CredentialCache,
-    brake: Brake,
-    hash_slots: Semaphore,
+    brake: Arc<Brake>,
+    hash_slots: Arc<Semaphore>,
     realm: String,
     metrics: Arc<Metrics>,
 }
@@ -119,8 +137,8 @@ impl Authenticator {
         Ok(Authenticator {
             users,
             cache: CredentialCache::new(config.cache_ttl),
-            brake: Brake::new(config.brake_failures, config.brake_window),
-            hash_slots: Semaphore::new(cores),
+            brake: Arc::new(Brake::new(config.brake_failures, config.brake_window)),
+            hash_slots: Arc::new(Semaphore::new(cores)),
             realm: config.realm.clone(),
             metrics,
         })
@@ -133,9 +151,10 @@ impl Authenticator {
         })
     }
 
-    /// Re-reads the user file; the cache is emptied only when the new users are in force.
-    pub fn reload_users(&self) -> Result<usize, UsersError> {
-        let n = self.users.reload()?;
+    /// Re-reads the user file on the blocking pool; the cache is emptied only when the new
+    /// users are in force.
+    pub async fn reload_users(&self) -> Result<usize, UsersError> {
+        let n = self.users.reload_async().await?;
         self.cache.clear();
         Ok(n)
     }
@@ -149,8 +168,10 @@ impl Authenticator {
         self.users.snapshot().users.get(user).map(|h| h.stored())
     }
 
-    /// Checks a user's password: the cache first, then the brake, then the hash on the
-    /// blocking pool. A failure counts against the client's address.
+    /// Checks a user's password: the cache first (verified credentials are never braked), then
+    /// the brake, which counts the check as a failure from its start, then the hash on the
+    /// blocking pool. The hashing permit and the brake's count move into the blocking task: a
+    /// request dropped while its hash runs keeps its slot until the hash ends, and its count.
     pub async fn verify_password(
         &self,
         user: String,
@@ -158,42 +179,53 @@ impl Authenticator {
         peer: IpAddr,
     ) -> Result<Identity, GateError> {
         let table = self.users.snapshot();
-        let (known, hash) = match table.users.get(&user) {
-            Some(h) => (true, h.clone()),
-            None => (false, table.dummy.clone()),
-        };
-        let tag = self.cache.tag(&user, &password, &hash.stored());
+        let stored = table.users.get(&user).map(htpasswd::Hash::stored);
+        let known = stored.is_some();
+        let tag = self
+            .cache
+            .tag(&user, &password, stored.as_deref().unwrap_or(""));
         if known && self.cache.hit(&tag) {
             self.metrics.auth_success(true);
             return Ok(Identity::User(user.into()));
         }
-        if let Some(retry_after) = self.brake.wait(peer) {
-            self.metrics.auth_throttled();
-            return Err(GateError::TooManyRequests { retry_after });
-        }
+        let attempt = match self.brake.begin(peer, &user) {
+            Ok(a) => a,
+            Err(retry_after) => {
+                self.metrics.auth_throttled();
+                return Err(GateError::TooManyRequests { retry_after });
+            }
+        };
         let ok = self
             .cache
-            .merged(tag, || async {
-                if !hash.is_slow() {
-                    return hash.verify(&password);
-                }
-                let Ok(_slot) = self.hash_slots.acquire().await else {
-                    return false;
-                };
-                let (hash, password) = (hash.clone(), password.clone());
-                tokio::task::spawn_blocking(move || hash.verify(&password))
+            .merged(tag, || {
+                let (slots, metrics) = (self.hash_slots.clone(), self.metrics.clone());
+                let (user, password, attempt) = (user.clone(), password.clone(), attempt.clone());
+                async move {
+                    let Ok(slot) = slots.acquire_owned().await else {
+                        return false;
+                    };
+                    tokio::task::spawn_blocking(move || {
+                        let _slot = slot;
+                        let (ok, hashes) = table.check(&user, &password);
+                        metrics.password_hashes(hashes);
+                        if ok {
+                            attempt.succeeded();
+                        }
+                        ok
+                    })
                     .await
                     .unwrap_or(false)
+                }
             })
             .await;
         if ok && known {
+            attempt.succeeded();
             self.cache.remember(tag);
             self.metrics.auth_success(false);
             Ok(Identity::User(user.into()))
         } else {
-            self.brake.fail(peer);
             self.metrics.auth_failure();
-            tracing::info!(user = %user, client = %peer, "failed login");
+            tracing::info!(user = %LogName(&user), client = %peer, "failed login");
             Err(self.challenge())
         }
     }
@@ -211,6 +243,22 @@ mod tests {
             HeaderValue::from_bytes(v).unwrap(),
         );
         h
+    }
+
+    #[test]
+    fn log_names_cannot_forge_lines() {
+        let id = Identity::User("eve\n2026-01-01 INFO admin logged in\u{1b}[0m\"".into());
+        let shown = LogName(match &id {
+            Identity::User(u) => u,
+            Identity::Anonymous => "-",
+        })
+        .to_string();
+        assert!(
+            !shown.contains('\n') && !shown.contains('\u{1b}'),
+            "{shown}"
+        );
+        assert!(shown.starts_with("eve\\n2026"), "{shown}");
+        assert_eq!(LogName("alice").to_string(), "alice");
     }
 
     #[test]

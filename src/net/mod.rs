@@ -3,5 +3,6 @@
 //! the plain-HTTP admin listener.
 
 pub mod admin;
+pub mod limits;
 pub mod server;
 pub mod tls;

@@ -4,7 +4,17 @@
 //! deadline, answering plain HTTP sent to the TLS port with a JSON 400 and a close (never a
 //! Basic challenge in cleartext), the hyper builders (header-read timeout with a timer, bounded
 //! header sizes, large adaptive HTTP/2 windows), the drain on shutdown, and counting open
-//! connections and failed handshakes in the metrics.
+//! connections and failed handshakes in the metrics. Enforces the connection caps (limits.rs)
+//! at accept, before TLS, and closes an HTTP/2 connection that had no open stream for
+//! `[timeouts] h2_idle` (hyper has no such timeout; its keep-alive pings only detect dead
+//! peers). The connection is dropped then, without GOAWAY: with no stream open nothing is lost,
+//! and clients reconnect.
+//!
+//! HTTP/2 limits: the header list is capped at the same 64 KiB as an HTTP/1.1 head (hyper resets
+//! the stream, or answers 431); adaptive windows start at the protocol's 65,535 bytes per stream
+//! and per connection, so a request waiting for authentication (its body unread) holds at most
+//! one connection window of buffered data; the window grows with the measured bandwidth only
+//! while data flows.
 //! Does not own: what a request gets (http/service.rs).
 
 use std::convert::Infallible;
@@ -21,8 +31,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::Timeouts;
+use crate::config::{Limits, Timeouts};
 use crate::http::service::{ConnInfo, Gate, plain_http_on_tls_port};
+use crate::net::limits::{ConnLimiter, Guarded, Streams};
 use crate::ops::metrics::HandshakeFailure;
 
 /// Largest request head accepted (registry clients need a few KiB; docker's many `Accept`s fit).
@@ -32,6 +43,7 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 struct Protocols {
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
+    h2_idle: Duration,
 }
 
 impl Protocols {
@@ -50,7 +62,11 @@ impl Protocols {
             .max_header_list_size(MAX_HEADER_BYTES as u32)
             .keep_alive_interval(Duration::from_secs(60))
             .keep_alive_timeout(Duration::from_secs(20));
-        Protocols { h1, h2 }
+        Protocols {
+            h1,
+            h2,
+            h2_idle: timeouts.h2_idle,
+        }
     }
 }
 
@@ -65,9 +81,11 @@ pub async fn serve(
     listeners: Listeners,
     gate: Arc<Gate>,
     timeouts: Timeouts,
+    limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
     let protocols = Arc::new(Protocols::new(&timeouts));
+    let limiter = ConnLimiter::new(limits);
     let graceful = GracefulShutdown::new();
     let (tls_listener, acceptor) = match listeners.tls {
         Some((l, a)) => (Some(l), Some(a)),
@@ -88,8 +106,17 @@ pub async fn serve(
                 continue;
             }
         };
+        let permit = match limiter.try_open(peer.ip()) {
+            Ok(p) => p,
+            Err(why) => {
+                gate.metrics.connection_refused(why);
+                tracing::debug!(client = %peer, ?why, "connection refused: over the cap");
+                drop(stream);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
-        let open = gate.metrics.connection();
+        let open = (gate.metrics.connection(), permit);
         let (gate, protocols, watcher) = (gate.clone(), protocols.clone(), graceful.watcher());
         let handshake = timeouts.handshake;
         match (is_tls, &acceptor) {
@@ -192,15 +219,31 @@ async fn serve_http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| {
-        let gate = gate.clone();
-        async move { Ok::<_, Infallible>(gate.handle(req, info).await) }
-    });
     let result = if h2 {
-        watcher
-            .watch(protocols.h2.serve_connection(io, service))
-            .await
+        let streams = Streams::default();
+        let service = service_fn({
+            let streams = streams.clone();
+            move |req| {
+                let (gate, guard) = (gate.clone(), streams.open());
+                async move {
+                    let resp = gate.handle(req, info).await;
+                    Ok::<_, Infallible>(resp.map(|b| Guarded::new(b, guard)))
+                }
+            }
+        });
+        let conn = watcher.watch(protocols.h2.serve_connection(io, service));
+        tokio::select! {
+            r = conn => r,
+            () = streams.idle_for(protocols.h2_idle) => {
+                tracing::debug!(client = %info.peer, "closing an idle HTTP/2 connection");
+                Ok(())
+            }
+        }
     } else {
+        let service = service_fn(move |req| {
+            let gate = gate.clone();
+            async move { Ok::<_, Infallible>(gate.handle(req, info).await) }
+        });
         watcher
             .watch(protocols.h1.serve_connection(io, service))
             .await

@@ -315,15 +315,23 @@ pub async fn admin_endpoint(
     }
 }
 
-/// One request to the admin listener's `/admin/read-only`; its JSON answer.
-fn admin_request(addr: &str, request: &str) -> Result<serde_json::Value, String> {
+/// One request to the admin listener's `/admin/read-only`, as the CLI sends it (with the CLI
+/// header and, when `admin_token` is set, the token); its JSON answer.
+fn admin_request(
+    addr: &str,
+    request: &str,
+    token: Option<&str>,
+) -> Result<serde_json::Value, String> {
     use std::io::{Read, Write};
+    let authorization = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let run = || -> std::io::Result<String> {
         let mut stream = std::net::TcpStream::connect(addr)?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         write!(
             stream,
-            "{request}\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "{request}\r\nHost: {addr}\r\n{}: {}\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n",
+            crate::net::admin::CLI_HEADER,
+            crate::net::admin::CLI_HEADER_VALUE,
         )?;
         let mut answer = String::new();
         stream.read_to_string(&mut answer)?;
@@ -331,6 +339,9 @@ fn admin_request(addr: &str, request: &str) -> Result<serde_json::Value, String>
     };
     let answer = run().map_err(|e| format!("admin listener {addr}: {e}"))?;
     let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    if answer.starts_with("HTTP/1.1 403") {
+        return Err(format!("admin listener {addr} refused: {body}"));
+    }
     serde_json::from_str(body).map_err(|_| format!("unexpected answer from {addr}: {answer}"))
 }
 
@@ -367,21 +378,32 @@ pub fn cli(
     timeout_secs: u64,
 ) -> std::process::ExitCode {
     use std::process::ExitCode;
-    let addr = match admin {
-        Some(a) => a.to_owned(),
-        None => match crate::config::Config::load(config, std::env::vars()) {
-            Ok(c) => match c.admin_listen {
-                Some(a) => a.to_string(),
-                None => {
-                    eprintln!("error: admin_listen is off in the config; pass --admin ADDR");
-                    return ExitCode::from(64);
-                }
-            },
+    // The config names the admin address and the admin_token file; with --admin and no
+    // usable config, no token is sent.
+    let loaded = crate::config::Config::load(config, std::env::vars());
+    let addr = match (admin, &loaded) {
+        (Some(a), _) => a.to_owned(),
+        (None, Ok(c)) => match c.admin_listen {
+            Some(a) => a.to_string(),
+            None => {
+                eprintln!("error: admin_listen is off in the config; pass --admin ADDR");
+                return ExitCode::from(64);
+            }
+        },
+        (None, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let token = match loaded.as_ref().ok().and_then(|c| c.admin_token.as_deref()) {
+        Some(path) => match crate::read_admin_token(path) {
+            Ok(t) => Some(t),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(64);
             }
         },
+        None => None,
     };
     let status = "GET /admin/read-only HTTP/1.1";
     let first = match state {
@@ -390,7 +412,7 @@ pub fn cli(
         s => format!("POST /admin/read-only?state={s} HTTP/1.1"),
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(timeout_secs);
-    let mut doc = match admin_request(&addr, &first) {
+    let mut doc = match admin_request(&addr, &first, token.as_deref()) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e}");
@@ -403,7 +425,7 @@ pub fn cli(
         }
         println!("waiting for: {}", describe_waiting(&doc).join("; "));
         std::thread::sleep(PROGRESS_EVERY.min(deadline - std::time::Instant::now()));
-        doc = match admin_request(&addr, status) {
+        doc = match admin_request(&addr, status, token.as_deref()) {
             Ok(d) => d,
             Err(e) => {
                 eprintln!("error: {e}");

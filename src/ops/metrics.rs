@@ -14,11 +14,14 @@
 //! - `request_body_bytes_total`, `response_body_bytes_total`: body bytes passed through.
 //! - `upstream_response_seconds`: histogram of the time to the registry's response headers.
 //! - `auth_successes_total` (cache hits included), `auth_cache_hits_total`,
-//!   `auth_failures_total`, `auth_throttled_total` (answered 429 by the brake).
+//!   `auth_failures_total`, `auth_throttled_total` (answered 429 by the brake),
+//!   `password_hashes_total` (hashes verified on the blocking pool).
 //! - `rejected_user_agents_total`: old docker clients answered 404.
 //! - `access_decisions_total{action,outcome}`: `pull`/`push`/`delete`, `allowed`/`denied`.
 //! - `read_only_refusals_total`: writes refused while read-only for maintenance.
 //! - `connections_active`, `connections_total`: client connections, TLS and plain.
+//! - `connections_refused_total{reason}`: closed at accept by a `[limits]` cap (`global`,
+//!   `per_client`).
 //! - `tls_handshake_failures_total{reason}`: `error`, `timeout`, or `plain_http` on the TLS port.
 //! - `reloads_total{kind,outcome}`: `users`, `certificate` or `access`, `success` or `failure`.
 //! - `certificate_expiry_seconds`: the served certificate's notAfter, unix time.
@@ -165,12 +168,15 @@ pub struct Metrics {
     auth_cache_hits: AtomicU64,
     auth_failures: AtomicU64,
     auth_throttled: AtomicU64,
+    password_hashes: AtomicU64,
     rejected_user_agents: AtomicU64,
     /// `[action: pull, push, delete][0 = allowed, 1 = denied]`
     decisions: [[AtomicU64; 2]; 3],
     read_only_refusals: AtomicU64,
     connections_active: AtomicI64,
     connections_total: AtomicU64,
+    /// `[0 = global cap, 1 = per-client cap]`
+    connections_refused: [AtomicU64; 2],
     handshake_failures: [AtomicU64; HANDSHAKE_REASONS.len()],
     /// `[kind][0 = success, 1 = failure]`
     reloads: [[AtomicU64; 2]; RELOAD_KINDS.len()],
@@ -188,11 +194,13 @@ impl Default for Metrics {
             auth_cache_hits: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
             auth_throttled: AtomicU64::new(0),
+            password_hashes: AtomicU64::new(0),
             rejected_user_agents: AtomicU64::new(0),
             decisions: Default::default(),
             read_only_refusals: AtomicU64::new(0),
             connections_active: AtomicI64::new(0),
             connections_total: AtomicU64::new(0),
+            connections_refused: Default::default(),
             handshake_failures: Default::default(),
             reloads: Default::default(),
             certificate_expiry: AtomicI64::new(NO_EXPIRY),
@@ -244,6 +252,12 @@ impl Metrics {
         inc(&self.auth_throttled);
     }
 
+    /// Password hashes verified (on the blocking pool; every check verifies one per work class).
+    pub fn password_hashes(&self, n: usize) {
+        self.password_hashes
+            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
     pub fn rejected_user_agent(&self) {
         inc(&self.rejected_user_agents);
     }
@@ -263,6 +277,15 @@ impl Metrics {
         inc(&self.connections_total);
         self.connections_active.fetch_add(1, Ordering::Relaxed);
         ConnectionGuard(self.clone())
+    }
+
+    /// A connection closed at accept because a cap was full.
+    pub fn connection_refused(&self, why: crate::net::limits::Refused) {
+        use crate::net::limits::Refused;
+        inc(&self.connections_refused[match why {
+            Refused::Global => 0,
+            Refused::PerClient => 1,
+        }]);
     }
 
     pub fn handshake_failure(&self, why: HandshakeFailure) {
@@ -370,8 +393,15 @@ impl Metrics {
             w,
             "auth_throttled_total",
             "counter",
-            "Logins refused with 429 after too many failures from one address.",
+            "Logins refused with 429 after too many failures from one client or against one user.",
             load(&self.auth_throttled),
+        );
+        simple(
+            w,
+            "password_hashes_total",
+            "counter",
+            "Password hashes verified (one per kind of hash in the users file on every check).",
+            load(&self.password_hashes),
         );
         simple(
             w,
@@ -420,6 +450,19 @@ impl Metrics {
             "Client connections accepted, TLS and plain.",
             load(&self.connections_total),
         );
+        family(
+            w,
+            "connections_refused_total",
+            "counter",
+            "Client connections closed at accept because a [limits] cap was full, by cap.",
+        );
+        for (i, reason) in ["global", "per_client"].iter().enumerate() {
+            let _ = writeln!(
+                w,
+                "registry_gate_connections_refused_total{{reason=\"{reason}\"}} {}",
+                load(&self.connections_refused[i])
+            );
+        }
 
         family(
             w,

@@ -5,7 +5,9 @@
 //! replace a file rather than write it, which ends a watch on the file itself), comparing a
 //! fingerprint so only what changed is reloaded, and logging and counting each outcome (with the
 //! certificate's subject and expiry, at start too: [`certificate_in_force`]). A failed reload keeps
-//! the last good state (the stores guarantee it). Does not own: loading (net/tls.rs, auth/users.rs).
+//! the last good state (the stores guarantee it). Fingerprints, reading, parsing and the hashing
+//! a users file needs run on the blocking pool (`spawn_blocking`), never on a runtime worker.
+//! Does not own: loading (net/tls.rs, auth/users.rs).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -127,12 +129,17 @@ pub async fn run(gate: Arc<Gate>, certs: Option<Arc<CertStore>>, mut stop: watch
         tokio::time::sleep(Duration::from_millis(100)).await;
         while rx.try_recv().is_ok() {}
         for w in &mut watched {
-            let now: Vec<Fingerprint> = w.files.iter().map(|f| fingerprint(f)).collect();
+            // File system calls, parsing and hashing run on the blocking pool, never here.
+            let files = w.files.clone();
+            let now: Vec<Fingerprint> =
+                blocking(move || files.iter().map(|f| fingerprint(f)).collect())
+                    .await
+                    .unwrap_or_default();
             if !forced && now == w.seen {
                 continue;
             }
             let ok = match w.target {
-                Target::Users => match gate.auth.reload_users() {
+                Target::Users => match gate.auth.reload_users().await {
                     Ok(n) => {
                         tracing::info!(users = n, "reloaded users");
                         true
@@ -142,7 +149,13 @@ pub async fn run(gate: Arc<Gate>, certs: Option<Arc<CertStore>>, mut stop: watch
                         false
                     }
                 },
-                Target::Access => match gate.access.reload() {
+                Target::Access => match blocking({
+                    let gate = gate.clone();
+                    move || gate.access.reload()
+                })
+                .await
+                .unwrap_or(Ok(()))
+                {
                     Ok(()) => {
                         tracing::info!("reloaded access rules");
                         gate.access
@@ -156,16 +169,24 @@ pub async fn run(gate: Arc<Gate>, certs: Option<Arc<CertStore>>, mut stop: watch
                         false
                     }
                 },
-                Target::Certs => match certs.as_deref().map(|c| (c, c.reload())) {
-                    Some((store, Ok(()))) => {
-                        certificate_in_force(store, &gate.metrics, "reloaded certificate");
-                        true
-                    }
-                    Some((_, Err(e))) => {
-                        tracing::error!("certificate not reloaded, keeping the previous one: {e}");
-                        false
-                    }
+                Target::Certs => match certs.clone().map(|c| async move {
+                    let store = c.clone();
+                    (c, blocking(move || store.reload()).await)
+                }) {
                     None => true,
+                    Some(reloading) => match reloading.await {
+                        (store, Some(Ok(()))) => {
+                            certificate_in_force(&store, &gate.metrics, "reloaded certificate");
+                            true
+                        }
+                        (_, Some(Err(e))) => {
+                            tracing::error!(
+                                "certificate not reloaded, keeping the previous one: {e}"
+                            );
+                            false
+                        }
+                        (_, None) => false,
+                    },
                 },
             };
             let kind = match w.target {
@@ -180,6 +201,11 @@ pub async fn run(gate: Arc<Gate>, certs: Option<Arc<CertStore>>, mut stop: watch
             }
         }
     }
+}
+
+/// Runs `f` on the blocking pool; `None` if it panicked.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
 }
 
 impl Watched {

@@ -49,6 +49,8 @@ pub struct Hop {
 ///
 /// The registry prefers `Forwarded` over `X-Forwarded-*` when it builds upload `Location` URLs,
 /// so a client could steer them: from an untrusted peer both are replaced, not appended to.
+/// `X-Real-IP` (nginx's `real_ip` convention) is removed from an untrusted peer the same way, so
+/// a client cannot name itself another address to the registry's logs.
 pub fn set_forwarding(headers: &mut HeaderMap, hop: Hop) {
     let x_proto = HeaderName::from_static("x-forwarded-proto");
     let x_for = HeaderName::from_static("x-forwarded-for");
@@ -60,6 +62,7 @@ pub fn set_forwarding(headers: &mut HeaderMap, hop: Hop) {
         headers.remove(&x_proto);
         headers.remove(&x_host);
         headers.remove(&x_for);
+        headers.remove(HeaderName::from_static("x-real-ip"));
     }
     let chain = match headers.get(&x_for).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer}"),
@@ -119,6 +122,7 @@ mod tests {
             ("x-forwarded-proto", "http"),
             ("x-forwarded-for", "1.2.3.4"),
             ("x-forwarded-host", "evil"),
+            ("x-real-ip", "1.2.3.4"),
         ]);
         set_forwarding(
             &mut h,
@@ -129,6 +133,7 @@ mod tests {
             },
         );
         assert!(h.get("forwarded").is_none());
+        assert!(h.get("x-real-ip").is_none());
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["x-forwarded-host"], "reg.example:5443");
@@ -142,6 +147,7 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("x-forwarded-for", "198.51.100.1"),
             ("x-forwarded-host", "reg.example"),
+            ("x-real-ip", "198.51.100.1"),
         ]);
         set_forwarding(
             &mut h,
@@ -152,6 +158,7 @@ mod tests {
             },
         );
         assert!(h.get("forwarded").is_some());
+        assert_eq!(h["x-real-ip"], "198.51.100.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-for"], "198.51.100.1, 10.0.0.2");
         assert_eq!(h["x-forwarded-host"], "reg.example");

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod abuse;
 mod access;
 mod auth;
 mod authz;

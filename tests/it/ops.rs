@@ -392,6 +392,8 @@ async fn metrics_count_a_known_sequence_of_requests() {
         ("registry_gate_auth_successes_total".into(), 7.0),
         ("registry_gate_auth_cache_hits_total".into(), 6.0),
         ("registry_gate_auth_failures_total".into(), 1.0),
+        // One bob login and one failed login, each one bcrypt hash (one kind in the file).
+        ("registry_gate_password_hashes_total".into(), 2.0),
         ("registry_gate_rejected_user_agents_total".into(), 1.0),
         (
             series_key(
