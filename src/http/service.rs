@@ -614,20 +614,35 @@ impl Gate {
 fn push_step<'a>(req: &'a RegistryRequest, resp: &'a Response<Body>) -> Option<PushStep<'a>> {
     let status = resp.status();
     match &req.route {
-        Route::UploadStart { name } if status.is_success() => Some(PushStep::UploadStarted {
-            repo: name,
-            session: (status == StatusCode::ACCEPTED)
-                .then(|| resp.headers().get("docker-upload-uuid"))
-                .flatten()
-                .and_then(|v| v.to_str().ok()),
-        }),
-        Route::Upload { name, id } => Some(PushStep::Upload {
-            repo: name,
-            session: id,
-            finished: (req.method == Method::PUT && status.is_success())
-                || req.method == Method::DELETE
-                || status == StatusCode::NOT_FOUND,
-        }),
+        // 202: a session opened; 201: a mount stored the blob at once.
+        Route::UploadStart { name } if status == StatusCode::ACCEPTED => resp
+            .headers()
+            .get("docker-upload-uuid")
+            .and_then(|v| v.to_str().ok())
+            .map(|session| PushStep::UploadStarted {
+                repo: name,
+                session,
+            }),
+        Route::UploadStart { name } if status == StatusCode::CREATED => {
+            Some(PushStep::BlobStored {
+                repo: name,
+                session: None,
+            })
+        }
+        Route::Upload { name, id } if req.method == Method::PUT && status.is_success() => {
+            Some(PushStep::BlobStored {
+                repo: name,
+                session: Some(id),
+            })
+        }
+        Route::Upload { name, id }
+            if req.method == Method::DELETE || status == StatusCode::NOT_FOUND =>
+        {
+            Some(PushStep::UploadEnded {
+                repo: name,
+                session: id,
+            })
+        }
         Route::Manifest { name, .. } if req.method == Method::PUT && status.is_success() => {
             Some(PushStep::ManifestStored { repo: name })
         }

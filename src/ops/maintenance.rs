@@ -44,19 +44,28 @@ impl Session {
 #[derive(Default)]
 struct Push {
     sessions: HashMap<String, Session>,
-    /// The last request of this push, for the manifest's grace period.
-    last: Option<Instant>,
+    /// When its last blob was stored: its manifest may come within the grace period.
+    blob_stored: Option<Instant>,
 }
 
 impl Push {
     /// Drops sessions that no longer hold; true while the push is in flight: a session
-    /// holds, or the manifest may still come after the last blob.
+    /// holds, or the manifest may still come after the last blob stored.
     fn live(&mut self, now: Instant, idle: Duration) -> bool {
         self.sessions.retain(|_, s| s.holds(now, idle));
         !self.sessions.is_empty()
             || self
-                .last
-                .is_some_and(|l| now.saturating_duration_since(l) < MANIFEST_GRACE)
+                .blob_stored
+                .is_some_and(|t| now.saturating_duration_since(t) < MANIFEST_GRACE)
+    }
+
+    /// When this push last moved: its newest session request or stored blob.
+    fn last(&self) -> Option<Instant> {
+        self.sessions
+            .values()
+            .map(|s| s.last)
+            .chain(self.blob_stored)
+            .max()
     }
 }
 
@@ -104,19 +113,16 @@ impl Drop for SessionRequest<'_> {
 /// route, the method and the registry's answer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushStep<'a> {
-    /// An upload started (`POST .../blobs/uploads/` answered 2xx); `session` is its id when
-    /// the registry opened a session (202).
-    UploadStarted {
+    /// An upload session was opened (`POST .../blobs/uploads/` answered 202).
+    UploadStarted { repo: &'a str, session: &'a str },
+    /// A blob was stored: a session's final `PUT ?digest=` (which ends the session), or a
+    /// mount (no session). Its manifest may follow within the grace period.
+    BlobStored {
         repo: &'a str,
         session: Option<&'a str>,
     },
-    /// A request on an upload session; `finished` when the session ended (completed,
-    /// cancelled, or unknown to the registry).
-    Upload {
-        repo: &'a str,
-        session: &'a str,
-        finished: bool,
-    },
+    /// A session ended without storing a blob (cancelled, or unknown to the registry).
+    UploadEnded { repo: &'a str, session: &'a str },
     /// A manifest was stored.
     ManifestStored { repo: &'a str },
 }
@@ -169,7 +175,6 @@ impl Maintenance {
         let now = Instant::now();
         let mut pushes = self.lock();
         let push = pushes.entry(repo.to_owned()).or_default();
-        push.last = Some(now);
         let s = push.sessions.entry(session.to_owned()).or_insert(Session {
             active: 0,
             last: now,
@@ -190,25 +195,23 @@ impl Maintenance {
         match step {
             PushStep::UploadStarted { repo, session } => {
                 let p = pushes.entry(repo.to_owned()).or_default();
-                p.last = Some(now);
-                if let Some(id) = session {
-                    p.sessions.insert(
-                        id.to_owned(),
-                        Session {
-                            active: 0,
-                            last: now,
-                        },
-                    );
-                }
+                p.sessions.insert(
+                    session.to_owned(),
+                    Session {
+                        active: 0,
+                        last: now,
+                    },
+                );
             }
-            PushStep::Upload {
-                repo,
-                session,
-                finished,
-            } => {
+            PushStep::BlobStored { repo, session } => {
                 let p = pushes.entry(repo.to_owned()).or_default();
-                p.last = Some(now);
-                if finished {
+                if let Some(id) = session {
+                    p.sessions.remove(id);
+                }
+                p.blob_stored = Some(now);
+            }
+            PushStep::UploadEnded { repo, session } => {
+                if let Some(p) = pushes.get_mut(repo) {
                     p.sessions.remove(session);
                 }
             }
@@ -236,7 +239,7 @@ impl Maintenance {
                 open_sessions: p.sessions.len(),
                 requests_in_flight: p.sessions.values().map(|s| s.active).sum(),
                 seconds_idle: p
-                    .last
+                    .last()
                     .map_or(0, |l| now.saturating_duration_since(l).as_secs()),
             })
             .collect();
@@ -456,10 +459,7 @@ mod tests {
     use super::*;
 
     fn upload_start(m: &Maintenance, repo: &str, id: &str) {
-        m.observe(PushStep::UploadStarted {
-            repo,
-            session: Some(id),
-        });
+        m.observe(PushStep::UploadStarted { repo, session: id });
     }
 
     #[test]
@@ -471,10 +471,9 @@ mod tests {
         // follows what it asks: which repositories have a push in flight.
         assert!(m.push_in_flight("team/app"));
         assert!(!m.push_in_flight("team/other"));
-        m.observe(PushStep::Upload {
+        m.observe(PushStep::BlobStored {
             repo: "team/app",
-            session: "u1",
-            finished: true,
+            session: Some("u1"),
         });
         // The manifest may still come.
         assert_eq!(m.in_flight(), 1);
@@ -503,15 +502,18 @@ mod tests {
                 last: t0,
             },
         );
-        push.last = Some(t0);
         assert!(push.live(t0 + Duration::from_secs(59), idle));
         assert_eq!(push.sessions.len(), 2);
         // A minute later the quiet session is gone; the one with a request in flight holds.
         assert!(push.live(t0 + Duration::from_secs(61), idle));
         assert_eq!(push.sessions.keys().collect::<Vec<_>>(), ["streaming"]);
         push.sessions.clear();
-        // No session, past the manifest's grace: not in flight.
-        assert!(!push.live(t0 + Duration::from_secs(61), idle));
+        // No session and no blob stored: not in flight, however recent the sessions were.
+        assert!(!push.live(t0, idle));
+        // A stored blob waits for its manifest through the grace period, then not.
+        push.blob_stored = Some(t0);
+        assert!(push.live(t0 + Duration::from_secs(29), idle));
+        assert!(!push.live(t0 + Duration::from_secs(31), idle));
     }
 
     #[test]
@@ -543,10 +545,9 @@ mod tests {
             let m = m.clone();
             async move { m.drain(Duration::from_secs(10)).await }
         });
-        m.observe(PushStep::Upload {
+        m.observe(PushStep::UploadEnded {
             repo: "a",
             session: "u1",
-            finished: true,
         });
         m.observe(PushStep::ManifestStored { repo: "a" });
         assert_eq!(waiter.await.unwrap(), 0);

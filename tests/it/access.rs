@@ -451,11 +451,16 @@ async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() 
     let alice = Api::new(&gate, false, Some(ALICE));
     let cli = |args: &[&str]| read_only(&admin, args);
 
-    // A push starts: its upload session is open when the switch is thrown.
+    // A push starts: its config blob is stored and its layer's upload session is open when
+    // the switch is thrown.
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec();
+    let config_digest = alice.push_blob("team-a/app", config.clone()).await;
     let layer = random_bytes(2 << 20);
     let location = start_upload(&alice, "team-a/app").await;
 
-    // `read-only on` returns only once that push is done.
+    // `read-only on` returns only once that push is done, saying what it waits for.
     let on = cli(&["on", "--timeout", "60"]).output();
     let on = tokio::spawn(on);
     let status = || async {
@@ -463,24 +468,28 @@ async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() 
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     eventually(Duration::from_secs(5), "read-only is on", || async {
-        status().await.contains("read-only: on")
+        let s = status().await;
+        s.contains("read-only: on") && s.contains("team-a/app (1 open session(s)")
     })
     .await;
     assert!(!on.is_finished(), "`on` must wait for the push in flight");
 
-    // A new push elsewhere is refused with the registry's JSON error.
-    let r = alice
-        .send(Method::POST, "/v2/team-a/other/blobs/uploads/")
-        .await;
-    assert_eq!(r.status(), 405);
-    let body = r.text().await.unwrap();
-    assert_eq!(error_code(&body), "UNSUPPORTED");
-    assert!(body.contains("read-only"), "{body}");
+    // New uploads are refused, elsewhere and in the repository being pushed to alike (so the
+    // pushes in flight only shrink), with the registry's JSON error.
+    for repo in ["team-a/other", "team-a/app"] {
+        let r = alice
+            .send(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+            .await;
+        assert_eq!(r.status(), 405, "{repo}");
+        let body = r.text().await.unwrap();
+        assert_eq!(error_code(&body), "UNSUPPORTED");
+        assert!(body.contains("read-only"), "{body}");
+    }
     // Deletes too.
     let carol = Api::new(&gate, false, Some(CAROL));
     assert_eq!(try_action(&carol, "delete", "team-a/app").await, 405);
 
-    // The push in flight completes: blob, config and manifest.
+    // The push in flight completes: its open session, then its manifest.
     let digest = format!("sha256:{}", sha256_hex(&layer));
     let r = alice
         .req(Method::PUT, &format!("{location}&digest={digest}"))
@@ -489,9 +498,25 @@ async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() 
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let (manifest, blobs) = alice
-        .push_image("team-a/app", "v1", vec![layer.clone()])
-        .await;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": layer.len()}],
+    });
+    let r = alice
+        .req(Method::PUT, "/v2/team-a/app/manifests/v1")
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let manifest = r.headers()["docker-content-digest"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let blobs = [config_digest, digest];
     let out = tokio::time::timeout(Duration::from_secs(60), on)
         .await
         .unwrap()
@@ -556,7 +581,7 @@ async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() 
         .await
         .unwrap();
     assert!(
-        metrics.contains("registry_gate_read_only_refusals_total 2"),
+        metrics.contains("registry_gate_read_only_refusals_total 3"),
         "{metrics}"
     );
     assert!(
@@ -565,6 +590,76 @@ async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() 
         ),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_starting_uploads_in_a_loop_cannot_hold_read_only_open() {
+    let registry = Registry::start();
+    let (gate, _) = gate_with_rules_and(
+        &registry,
+        GROUP_RULES,
+        "admin_listen = \"127.0.0.1:0\"\n[maintenance]\nupload_idle = 2",
+    )
+    .await;
+    let admin = gate.admin_url().trim_start_matches("http://").to_owned();
+    let alice = Api::new(&gate, false, Some(ALICE));
+    // A pusher that opens a new upload every 200 ms and abandons it, until told to stop (at
+    // most 15 s).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pusher = {
+        let alice = Api::new(&gate, false, Some(ALICE));
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut refused = 0;
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while std::time::Instant::now() < deadline
+                && !stop.load(std::sync::atomic::Ordering::Relaxed)
+            {
+                let r = alice
+                    .send(Method::POST, "/v2/team-a/loop/blobs/uploads/")
+                    .await;
+                match r.status().as_u16() {
+                    202 => {}
+                    405 => refused += 1,
+                    other => panic!("upload start answered {other}"),
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            refused
+        })
+    };
+    eventually(
+        Duration::from_secs(5),
+        "the pusher has sessions open",
+        || async {
+            let out = read_only(&admin, &["status"]).output().await.unwrap();
+            String::from_utf8_lossy(&out.stdout).contains("team-a/loop")
+        },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let out = read_only(&admin, &["on", "--timeout", "30"])
+        .output()
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The pusher was still at it while `on` waited; its new uploads were refused.
+    assert!(!pusher.is_finished(), "the pusher stopped early");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It said what it waited for, and converged once the sessions went quiet (upload_idle 2 s;
+    // no blob was stored, so no manifest is waited for).
+    assert!(stdout.contains("waiting for: team-a/loop ("), "{stdout}");
+    assert!(waited < Duration::from_secs(10), "`on` took {waited:?}");
+    assert!(stdout.contains("pushes in flight: 0"), "{stdout}");
+    // Meanwhile every new upload was refused, and pulls go on.
+    assert_eq!(try_action(&alice, "push", "team-a/app").await, 405);
+    assert!(pusher.await.unwrap() > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
