@@ -37,8 +37,9 @@ use crate::ops::metrics::{Kind, Metrics};
 use crate::query::Query;
 use crate::token::endpoint::{self as token_endpoint, Issuer, TokenRequest};
 use crate::token::{Claims, Tokens};
+use crate::upstream::Proxy;
+use crate::upstream::catalog::Catalog;
 use crate::upstream::headers::Hop;
-use crate::upstream::{Proxy, catalog};
 
 /// Largest `POST /token` form body read.
 const MAX_TOKEN_FORM: usize = 64 * 1024;
@@ -98,6 +99,8 @@ pub struct Gate {
     trusted_proxies: Vec<std::net::IpAddr>,
     cors: Option<Cors>,
     ui: Option<Ui>,
+    /// The registry's catalog, shared by the filtered answers.
+    catalog: Catalog,
     /// Deadline for a body the gate reads itself (`POST /token`).
     body_deadline: Duration,
 }
@@ -149,6 +152,7 @@ impl Gate {
             trusted_proxies: config.trusted_proxies.clone(),
             cors: config.cors.as_ref().map(Cors::new),
             ui: config.ui.as_ref().map(Ui::load).transpose()?,
+            catalog: Catalog::default(),
             body_deadline: config.timeouts.header_read,
         })
     }
@@ -283,14 +287,16 @@ impl Gate {
                     return Err(self.challenge(ctx, Some("registry:catalog:*".into()), error));
                 }
                 if policy.rules.is_some() {
-                    return catalog::filtered(
-                        &self.proxy,
-                        &policy,
-                        caller.as_policy(),
-                        &reading.query,
-                        ctx.host.as_ref(),
-                    )
-                    .await;
+                    return self
+                        .catalog
+                        .filtered(
+                            &self.proxy,
+                            &policy,
+                            caller.as_policy(),
+                            &reading.query,
+                            ctx.host.as_ref(),
+                        )
+                        .await;
                 }
                 false
             }

@@ -593,6 +593,34 @@ async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_catalog_requests_share_one_fetch_from_the_registry() {
+    let registry = Registry::start();
+    let (gate, _) = gate_with_rules(&registry, GROUP_RULES).await;
+    let carol = Api::new(&gate, false, Some(CAROL));
+    carol.push_blob("team-a/app", random_bytes(64)).await;
+    let mark = registry.log_mark();
+    let answers = futures_util::future::join_all((0..20).map(|i| {
+        let api = Api::new(&gate, i % 2 == 0, Some(ALICE));
+        async move {
+            let r = api.send(Method::GET, "/v2/_catalog").await;
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    }))
+    .await;
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        assert!(body.contains("team-a/app"), "{body}");
+    }
+    eventually(
+        Duration::from_secs(5),
+        "the registry logged the fetch",
+        || async { registry.requests_since(mark, "/v2/_catalog") > 0 },
+    )
+    .await;
+    assert_eq!(registry.requests_since(mark, "/v2/_catalog"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_starting_uploads_in_a_loop_cannot_hold_read_only_open() {
     let registry = Registry::start();
     let (gate, _) = gate_with_rules_and(

@@ -93,11 +93,19 @@ impl Registry {
 
     /// True when, after `mark`, the registry logged a request whose URI contains `needle`.
     pub fn saw_request_since(&self, mark: usize, needle: &str) -> bool {
-        self.log.lock().unwrap()[mark..].iter().any(|l| {
-            l.split("http.request.uri=")
-                .nth(1)
-                .is_some_and(|uri| uri.split(' ').next().unwrap_or("").contains(needle))
-        })
+        self.requests_since(mark, needle) > 0
+    }
+
+    /// How many requests whose URI contains `needle` the registry logged after `mark`.
+    pub fn requests_since(&self, mark: usize, needle: &str) -> usize {
+        self.log.lock().unwrap()[mark..]
+            .iter()
+            .filter(|l| {
+                l.split("http.request.uri=")
+                    .nth(1)
+                    .is_some_and(|uri| uri.split(' ').next().unwrap_or("").contains(needle))
+            })
+            .count()
     }
 
     /// The registry's config file, for `garbage-collect`.
