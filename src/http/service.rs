@@ -39,7 +39,7 @@ use crate::token::endpoint::{self as token_endpoint, Issuer, TokenRequest};
 use crate::token::{Claims, Tokens};
 use crate::upstream::Proxy;
 use crate::upstream::catalog::Catalog;
-use crate::upstream::headers::Hop;
+use crate::upstream::headers::{self, Hop};
 
 /// Largest `POST /token` form body read.
 const MAX_TOKEN_FORM: usize = 64 * 1024;
@@ -75,8 +75,10 @@ impl Caller {
     }
 }
 
-/// What a request's answers need to know about where the gate is reached.
+/// What a request's answers need to know about where the gate is reached, and who from.
 pub struct RequestCtx {
+    /// The client: the peer, or the client a trusted proxy forwarded for.
+    pub client: std::net::IpAddr,
     /// The host the request named (its one reading: `:authority` or `Host`).
     pub host: Option<HeaderValue>,
     /// The gate's public origin for this request, if it can be told.
@@ -175,9 +177,10 @@ impl Gate {
     /// Answers one request. Never fails: errors are answered as registry JSON errors.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let target = Target::of(req.uri().path());
+        let client = headers::client_ip(conn.peer.ip(), &self.trusted_proxies, req.headers());
         let mut log = AccessLog {
             start: Instant::now(),
-            peer: conn.peer,
+            client,
             method: req.method().clone(),
             path: req.uri().path().to_owned(),
             kind: target.as_ref().map_or(Kind::Other, Target::metrics_kind),
@@ -197,7 +200,7 @@ impl Gate {
             Ok(resp) => resp,
             Err(e) => {
                 if e.status().is_server_error() {
-                    tracing::warn!(client = %conn.peer, path = %log.path, "{e}");
+                    tracing::warn!(client = %log.client, path = %log.path, "{e}");
                 }
                 error::to_response(&e)
             }
@@ -243,14 +246,14 @@ impl Gate {
             ));
         }
         let host = route::request_host(req.uri(), req.headers()).map_err(route_error)?;
-        let ctx = self.request_ctx(host, conn);
+        let ctx = self.request_ctx(host, log.client, conn);
         match target.map_err(route_error)? {
             Target::Registry(route) => self.serve_registry(req, route, conn, &ctx, log).await,
             Target::Ui => match &self.ui {
-                Some(ui) => self.serve_ui(ui, &req, conn, &ctx, log).await,
+                Some(ui) => self.serve_ui(ui, &req, &ctx, log).await,
                 None => Err(GateError::NotFound("not found")),
             },
-            Target::Token if self.tokens.is_some() => self.serve_token(req, conn, &ctx, log).await,
+            Target::Token if self.tokens.is_some() => self.serve_token(req, &ctx, log).await,
             Target::Token | Target::Other => Err(GateError::NotFound("not found")),
         }
     }
@@ -267,7 +270,7 @@ impl Gate {
     ) -> Result<Response<Body>, GateError> {
         let mut reading = RegistryRequest::read(req.method(), route, req.uri(), req.headers())
             .map_err(route_error)?;
-        let caller = self.caller(req.headers(), conn, ctx).await?;
+        let caller = self.caller(req.headers(), ctx).await?;
         log.user = caller.identity.clone();
         let policy = self.policy();
 
@@ -309,9 +312,9 @@ impl Gate {
                     _ => Part::Other,
                 };
                 let ask = Ask::Request { action, repo, part };
-                self.authorize(&policy, &caller, ask, route, conn, ctx)?;
+                self.authorize(&policy, &caller, ask, route, ctx)?;
                 if let Route::UploadStart { name } = route {
-                    self.check_mount(&policy, &mut reading.query, &caller, name, conn);
+                    self.check_mount(&policy, &mut reading.query, &caller, name, ctx);
                 }
                 action != Action::Pull
             }
@@ -350,7 +353,12 @@ impl Gate {
 
     /// Where this request reached the gate: its host, public origin and, in token mode, the
     /// service.
-    fn request_ctx(&self, host: Option<HeaderValue>, conn: ConnInfo) -> RequestCtx {
+    fn request_ctx(
+        &self,
+        host: Option<HeaderValue>,
+        client: std::net::IpAddr,
+        conn: ConnInfo,
+    ) -> RequestCtx {
         let origin = origin::public_origin(self.public_url.as_deref(), host.as_ref(), conn.tls);
         let service = match &self.tokens {
             Some(t) => t.service.clone().unwrap_or_else(|| {
@@ -363,6 +371,7 @@ impl Gate {
             None => String::new(),
         };
         RequestCtx {
+            client,
             host,
             origin,
             service,
@@ -374,19 +383,15 @@ impl Gate {
         &self,
         ui: &Ui,
         req: &Request<Incoming>,
-        conn: ConnInfo,
         ctx: &RequestCtx,
         log: &mut AccessLog,
     ) -> Result<Response<Body>, GateError> {
         if ui.needs_auth() {
             // A browser cannot follow a Bearer challenge: the UI always asks for Basic.
-            let caller = self
-                .caller(req.headers(), conn, ctx)
-                .await
-                .map_err(|e| match e {
-                    GateError::Unauthorized(_) => self.auth.challenge(),
-                    other => other,
-                })?;
+            let caller = self.caller(req.headers(), ctx).await.map_err(|e| match e {
+                GateError::Unauthorized(_) => self.auth.challenge(),
+                other => other,
+            })?;
             log.user = caller.identity.clone();
             if caller.identity == Identity::Anonymous {
                 return Err(self.auth.challenge());
@@ -405,7 +410,6 @@ impl Gate {
     async fn serve_token(
         &self,
         req: Request<Incoming>,
-        conn: ConnInfo,
         ctx: &RequestCtx,
         log: &mut AccessLog,
     ) -> Result<Response<Body>, GateError> {
@@ -439,7 +443,7 @@ impl Gate {
             method,
             params,
             credentials,
-            client: conn.peer.ip(),
+            client: ctx.client,
         };
         let (identity, resp) = token_endpoint::answer(&issuer, request).await?;
         log.user = identity;
@@ -450,7 +454,6 @@ impl Gate {
     async fn caller(
         &self,
         headers: &http::HeaderMap,
-        conn: ConnInfo,
         ctx: &RequestCtx,
     ) -> Result<Caller, GateError> {
         let as_challenge = |e: GateError| match e {
@@ -462,7 +465,7 @@ impl Gate {
             Credentials::Basic { user, password } => {
                 let identity = self
                     .auth
-                    .verify_password(user, password, conn.peer.ip())
+                    .verify_password(user, password, ctx.client)
                     .await
                     .map_err(as_challenge)?;
                 Ok(Caller {
@@ -526,7 +529,6 @@ impl Gate {
         caller: &Caller,
         ask: Ask<'_>,
         route: &Route,
-        conn: ConnInfo,
         ctx: &RequestCtx,
     ) -> Result<(), GateError> {
         let Ask::Request { action, repo, .. } = ask else {
@@ -544,7 +546,7 @@ impl Gate {
                 action = action.as_str(),
                 repository = repo,
                 object = route.object().unwrap_or("-"),
-                client = %conn.peer.ip(),
+                client = %ctx.client,
             );
         };
         if d.allowed {
@@ -592,7 +594,7 @@ impl Gate {
         query: &mut Query,
         caller: &Caller,
         to: &str,
-        conn: ConnInfo,
+        ctx: &RequestCtx,
     ) {
         if !query.has("mount") && !query.has("from") {
             return;
@@ -610,7 +612,7 @@ impl Gate {
             user = caller.identity.log_name(),
             repository = to,
             from = if from.is_empty() { "-" } else { from },
-            client = %conn.peer.ip(),
+            client = %ctx.client,
         );
         query.remove(&["mount", "from"]);
     }
@@ -685,7 +687,8 @@ fn action_for(route: &Route, method: &Method) -> Result<Action, GateError> {
 /// One access-log line, written when the response body is finished (or abandoned).
 pub struct AccessLog {
     start: Instant,
-    peer: SocketAddr,
+    /// The client (behind a trusted proxy, the one it forwarded for).
+    client: std::net::IpAddr,
     method: Method,
     path: String,
     kind: Kind,
@@ -704,7 +707,7 @@ impl Drop for AccessLog {
             .request(&self.method, self.kind, self.status, bytes_in, bytes_out);
         tracing::info!(
             target: "access",
-            client = %self.peer.ip(),
+            client = %self.client,
             user = self.user.log_name(),
             method = %self.method,
             path = %self.path,

@@ -45,6 +45,31 @@ pub struct Hop {
     pub trusted: bool,
 }
 
+/// The client a request comes from, for the brute-force brake and the logs: the peer, or, when
+/// the peer is a trusted proxy, the nearest address in `X-Forwarded-For` that is not itself a
+/// trusted proxy. The chain is read from the right (RFC 7239 §5.2: each hop appends), so a
+/// client cannot choose its address by sending one of its own; an entry that is not an address
+/// ends the walk.
+pub fn client_ip(peer: IpAddr, trusted: &[IpAddr], headers: &HeaderMap) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let values: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let chain = values.iter().flat_map(|v| v.split(',')).rev();
+    for entry in chain {
+        match entry.trim().parse::<IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => continue,
+            Ok(ip) => return ip,
+            Err(_) => break,
+        }
+    }
+    peer
+}
+
 /// Sets the forwarding headers (RFC 7239 §4 and the de-facto `X-Forwarded-*`).
 ///
 /// The registry prefers `Forwarded` over `X-Forwarded-*` when it builds upload `Location` URLs,
@@ -137,6 +162,38 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["x-forwarded-host"], "reg.example:5443");
+    }
+
+    #[test]
+    fn the_client_behind_trusted_proxies() {
+        let lb: IpAddr = "10.0.0.2".parse().unwrap();
+        let inner: IpAddr = "10.0.0.3".parse().unwrap();
+        let trusted = [lb, inner];
+        let client = |peer: IpAddr, xff: &[&str]| {
+            let pairs: Vec<(&str, &str)> = xff.iter().map(|v| ("x-forwarded-for", *v)).collect();
+            client_ip(peer, &trusted, &map(&pairs))
+        };
+        let outsider: IpAddr = "192.0.2.7".parse().unwrap();
+        // An untrusted peer is the client, whatever it claims.
+        assert_eq!(client(outsider, &["198.51.100.1"]), outsider);
+        // Behind the load balancer: its forwarded client.
+        assert_eq!(
+            client(lb, &["198.51.100.1"]),
+            "198.51.100.1".parse::<IpAddr>().unwrap()
+        );
+        // A client-sent entry on the left does not win: the nearest untrusted one does.
+        assert_eq!(
+            client(lb, &["203.0.113.9, 198.51.100.1"]),
+            "198.51.100.1".parse::<IpAddr>().unwrap()
+        );
+        // Two trusted hops, the chain across two header fields.
+        assert_eq!(
+            client(lb, &["198.51.100.1", "10.0.0.3"]),
+            "198.51.100.1".parse::<IpAddr>().unwrap()
+        );
+        // Nothing usable: the peer.
+        assert_eq!(client(lb, &[]), lb);
+        assert_eq!(client(lb, &["unknown"]), lb);
     }
 
     #[test]

@@ -528,3 +528,39 @@ async fn a_slow_token_body_is_cut_off() {
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert!(text.contains("too slow"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_brake_keys_on_the_forwarded_client() {
+    let registry = Registry::start();
+    let gate = Gate::start(
+        &registry.url(),
+        "trusted_proxies = [\"127.0.0.1\"]\n[auth]\nbrake_failures = 3\nbrake_window = 60\n",
+    )
+    .await;
+    let client = gate.pki.client(false);
+    let ping = |from: &'static str, password: &'static str| {
+        let client = client.clone();
+        let url = format!("{}/v2/", gate.url());
+        async move {
+            client
+                .get(url)
+                .basic_auth(ALICE.0, Some(password))
+                .header("x-forwarded-for", from)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(ping("198.51.100.1", "wrong").await, 401);
+    }
+    // That client is braked, though every request came from the proxy's address ...
+    assert_eq!(ping("198.51.100.1", "wrong").await, 429);
+    // ... and another client behind the same proxy is not.
+    assert_eq!(ping("198.51.100.2", ALICE.1).await, 200);
+    // A client cannot pick a fresh address by prepending one: the proxy's entry is the
+    // nearest untrusted one.
+    assert_eq!(ping("203.0.113.5, 198.51.100.1", "wrong").await, 429);
+}
