@@ -177,8 +177,17 @@ impl RegistryRequest {
 /// `Content-Type` field counts (Go reads the first), compared the way Go's
 /// `mime.ParseMediaType` reads it: the part before `;`, trimmed, case-insensitive.
 /// Go reads multipart bodies whatever the method, so no method is exempt.
+///
+/// Go lower-cases with `strings.ToLower`, Unicode's simple case mapping, under which some
+/// non-ASCII letters become ASCII ones (`İ` U+0130 is `i`, `K` U+212A is `k`): so
+/// `applİcation/x-www-form-urlencoded` is a form to the registry. Media types are ASCII
+/// tokens (RFC 9110 §8.3.1) and no client sends anything else, so a `Content-Type` with any
+/// non-ASCII byte is refused as if it were a form rather than guessed at.
 pub fn refuse_form_body(headers: &HeaderMap) -> Result<(), RouteError> {
     let is_form = |v: &HeaderValue| {
+        if !v.as_bytes().is_ascii() {
+            return true;
+        }
         let text = String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase();
         let media = text.split(';').next().unwrap_or("").trim().to_owned();
         media == "application/x-www-form-urlencoded" || media.starts_with("multipart/")
@@ -495,6 +504,19 @@ mod tests {
             ("content-type", "multipart/form-data; boundary=x"),
         ]);
         assert_eq!(refuse_form_body(&two), Err(RouteError::FormBody));
+        // Go's strings.ToLower folds these to ASCII (U+0130 to `i`): forms to the registry.
+        for folded in [
+            "appl\u{130}cation/x-www-form-urlencoded",
+            "mult\u{130}part/form-data; boundary=x",
+            "application/octet-stream; x=\u{212A}",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_bytes(folded.as_bytes()).unwrap(),
+            );
+            assert_eq!(refuse_form_body(&h), Err(RouteError::FormBody), "{folded}");
+        }
         for ok in [
             "application/octet-stream",
             "application/vnd.oci.image.manifest.v1+json",

@@ -6,6 +6,7 @@ mod support;
 
 mod abuse;
 mod access;
+mod attack;
 mod auth;
 mod authz;
 mod browser;
