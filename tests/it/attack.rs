@@ -102,9 +102,12 @@ async fn the_catalog_cursor_names_no_repository_the_caller_may_not_pull() {
     alice.push_blob("team-a/one", random_bytes(64)).await;
     alice.push_blob("team-a/two", random_bytes(64)).await;
     // Repositories as the registry's catalog finds them: a directory with `_layers` in it.
-    let root = registry.dir.path().join("data/docker/registry/v2/repositories");
+    let root = registry
+        .dir
+        .path()
+        .join("data/docker/registry/v2/repositories");
     for i in 0..1_500 {
-        let team = if i % 2 == 0 { "team-a0" } else { "team-b" };
+        let team = if i % 2 == 0 { "team-0" } else { "team-b" };
         std::fs::create_dir_all(root.join(format!("{team}/s{i:05}/_layers"))).unwrap();
     }
     // Follow the links (bounded): every name seen, in bodies or cursors, must be alice's, and
@@ -128,7 +131,7 @@ async fn the_catalog_cursor_names_no_repository_the_caller_may_not_pull() {
             break;
         };
         assert!(
-            !link.contains("team-b") && !link.contains("team-a0"),
+            !link.contains("team-b") && !link.contains("team-0"),
             "the catalog cursor leaks a repository alice may not pull: {link}"
         );
         path = link
@@ -143,11 +146,14 @@ async fn the_catalog_cursor_names_no_repository_the_caller_may_not_pull() {
     // A cursor naming a hidden repository tells nothing about it: the page is what follows it
     // in name order, as for any other string.
     let r = alice
-        .send(Method::GET, "/v2/_catalog?last=team-a0%2Fs00000")
+        .send(Method::GET, "/v2/_catalog?last=team-0%2Fs00000")
         .await;
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["repositories"], serde_json::json!(["team-a/one", "team-a/two"]));
+    assert_eq!(
+        body["repositories"],
+        serde_json::json!(["team-a/one", "team-a/two"])
+    );
 }
 
 /// Probes that held, kept as regressions: another repository's upload session, and request
