@@ -152,7 +152,15 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     };
 
     let (stop, stop_rx) = watch::channel(false);
-    tokio::spawn(reload::run(gate.clone(), certs.clone(), stop_rx.clone()));
+    tokio::spawn(reload::run(
+        reload::Reloadable {
+            auth: gate.auth.clone(),
+            access: gate.access.clone(),
+            certs: certs.clone(),
+            metrics: gate.metrics.clone(),
+        },
+        stop_rx.clone(),
+    ));
     let server = tokio::spawn(server::serve(
         server::Listeners { tls, plain },
         gate.clone(),

@@ -90,11 +90,11 @@ pub struct RequestCtx {
 /// Everything a request needs, shared by all connections.
 pub struct Gate {
     pub metrics: Arc<Metrics>,
-    pub auth: Authenticator,
+    pub auth: Arc<Authenticator>,
     /// Set in token mode.
     pub tokens: Option<Tokens>,
     public_url: Option<String>,
-    pub access: AccessControl,
+    pub access: Arc<AccessControl>,
     pub maintenance: Maintenance,
     proxy: Proxy,
     block_old_clients: bool,
@@ -135,8 +135,8 @@ fn route_error(e: RouteError) -> GateError {
 impl Gate {
     pub fn new(config: &Config) -> Result<Self, GateSetupError> {
         let metrics = Arc::new(Metrics::new());
-        let auth = Authenticator::new(&config.auth, metrics.clone())?;
-        let access = AccessControl::load(config.auth.access.clone())?;
+        let auth = Arc::new(Authenticator::new(&config.auth, metrics.clone())?);
+        let access = Arc::new(AccessControl::load(config.auth.access.clone())?);
         access.warn_unknown_users(&auth.users().snapshot());
         let tokens = match &config.auth.mode {
             AuthMode::Basic => None,

@@ -16,7 +16,8 @@ use std::time::{Duration, SystemTime};
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, watch};
 
-use crate::http::service::Gate;
+use crate::auth::Authenticator;
+use crate::authz::AccessControl;
 use crate::net::tls::CertStore;
 use crate::ops::metrics::{Metrics, ReloadKind};
 
@@ -69,8 +70,18 @@ struct Watched {
     seen: Vec<Fingerprint>,
 }
 
+/// What reloads: the users, the access rules and the certificate, and where outcomes are counted.
+#[derive(Clone)]
+pub struct Reloadable {
+    pub auth: Arc<Authenticator>,
+    pub access: Arc<AccessControl>,
+    pub certs: Option<Arc<CertStore>>,
+    pub metrics: Arc<Metrics>,
+}
+
 /// Runs until `stop` turns true.
-pub async fn run(gate: Arc<Gate>, certs: Option<Arc<CertStore>>, mut stop: watch::Receiver<bool>) {
+pub async fn run(gate: Reloadable, mut stop: watch::Receiver<bool>) {
+    let certs = gate.certs.clone();
     let mut watched = vec![Watched::new(
         Target::Users,
         vec![gate.auth.users().path().to_owned()],
@@ -150,8 +161,8 @@ pub async fn run(gate: Arc<Gate>, certs: Option<Arc<CertStore>>, mut stop: watch
                     }
                 },
                 Target::Access => match blocking({
-                    let gate = gate.clone();
-                    move || gate.access.reload()
+                    let access = gate.access.clone();
+                    move || access.reload()
                 })
                 .await
                 .unwrap_or(Ok(()))
