@@ -21,6 +21,7 @@ use http::{HeaderMap, HeaderValue, Method, Uri, header};
 use regex::Regex;
 
 pub use crate::authz::rules::is_valid_name;
+use crate::authz::{Action, Ask, Part};
 use crate::ops::metrics::Kind;
 use crate::query::Query;
 
@@ -163,6 +164,36 @@ impl RegistryRequest {
         })
     }
 
+    /// What this request asks of the policy (authz/policy.rs): its action on its repository and
+    /// which part of a push it is. `None` for the routes without a repository (`/v2/`,
+    /// `_catalog`) and for methods the endpoint does not have.
+    pub fn ask(&self) -> Option<Ask<'_>> {
+        let m = &self.method;
+        let read = *m == Method::GET || *m == Method::HEAD;
+        let (action, part) = match &self.route {
+            Route::Manifest { .. } if read => (Action::Pull, Part::Other),
+            Route::Manifest { .. } if *m == Method::PUT => (Action::Push, Part::Other),
+            Route::Manifest { .. } | Route::Blob { .. } if *m == Method::DELETE => {
+                (Action::Delete, Part::Other)
+            }
+            Route::Blob { .. } | Route::Tags { .. } | Route::Referrers { .. } if read => {
+                (Action::Pull, Part::Other)
+            }
+            Route::UploadStart { .. } if *m == Method::POST => (Action::Push, Part::NewUpload),
+            Route::Upload { id, .. }
+                if read || *m == Method::PATCH || *m == Method::PUT || *m == Method::DELETE =>
+            {
+                (Action::Push, Part::Session(id))
+            }
+            _ => return None,
+        };
+        Some(Ask::Request {
+            action,
+            repo: self.route.repository()?,
+            part,
+        })
+    }
+
     /// What is forwarded: the canonical path (accepted as it came) and the canonical query.
     pub fn path_and_query(&self, path: &str) -> String {
         if self.query.is_empty() {
@@ -171,6 +202,13 @@ impl RegistryRequest {
             format!("{path}?{}", self.query.encode())
         }
     }
+}
+
+/// The source repository a cross-repository mount names, when the query has `mount` or
+/// `from` at all (`""` when `from` is missing): what the registry reads with `FormValue`, so
+/// exactly what must be allowed (authz `Ask::MountSource`) or removed.
+pub fn mount_source(query: &Query) -> Option<&str> {
+    (query.has("mount") || query.has("from")).then(|| query.get("from").unwrap_or_default())
 }
 
 /// Refuses a request whose body the registry would read as form fields. Every
@@ -580,6 +618,212 @@ mod tests {
             r.path_and_query(uri.path()),
             "/v2/a/blobs/uploads/?mount=sha256%3A1&from=c"
         );
+    }
+
+    /// Users × routes × methods × query spellings, from the raw request to the policy's
+    /// decisions: the request's own, and the mount source's where the query names one.
+    #[test]
+    fn decisions_from_raw_requests() {
+        use crate::auth::Identity;
+        use crate::authz::{Caller, Policy, ReadOnly, Reason, Rules};
+        use std::sync::Arc;
+        let rules = Rules::parse(
+            "[[rule]]\nrepos = [\"team-a/**\"]\nusers = [\"alice\"]\nallow = [\"pull\", \"push\"]\n\n[[rule]]\nrepos = [\"**\"]\nusers = [\"carol\"]\nallow = [\"pull\", \"push\", \"delete\"]\n",
+            std::path::Path::new("rules.toml"),
+        )
+        .unwrap();
+        let policy = Policy {
+            rules: Some(Arc::new(rules)),
+            read_only: ReadOnly::OFF,
+        };
+        type Expect = Option<(bool, Reason)>;
+        let (y, n) = (Some((true, Reason::Rule)), Some((false, Reason::NoRule)));
+        let invalid = Some((false, Reason::InvalidName));
+        let up = "/v2/team-a/app/blobs/uploads/";
+        let rows: Vec<(&str, Method, String, Expect, Expect)> = vec![
+            (
+                "alice",
+                Method::GET,
+                "/v2/team-a/app/manifests/v1".to_string(),
+                y,
+                None,
+            ),
+            (
+                "alice",
+                Method::HEAD,
+                format!("/v2/team-a/app/blobs/{D}"),
+                y,
+                None,
+            ),
+            (
+                "alice",
+                Method::PUT,
+                "/v2/team-a/app/manifests/v1".to_string(),
+                y,
+                None,
+            ),
+            (
+                "alice",
+                Method::DELETE,
+                format!("/v2/team-a/app/manifests/{D}"),
+                n,
+                None,
+            ),
+            (
+                "carol",
+                Method::DELETE,
+                format!("/v2/team-a/app/manifests/{D}"),
+                y,
+                None,
+            ),
+            (
+                "alice",
+                Method::GET,
+                "/v2/team-b/app/tags/list".to_string(),
+                n,
+                None,
+            ),
+            (
+                "anonymous",
+                Method::GET,
+                "/v2/team-a/app/tags/list".to_string(),
+                n,
+                None,
+            ),
+            ("alice", Method::PATCH, format!("{up}0f8e-11aa"), y, None),
+            (
+                "alice",
+                Method::POST,
+                "/v2/team-b/app/blobs/uploads/".to_string(),
+                n,
+                None,
+            ),
+            // Methods an endpoint does not have ask nothing (405).
+            (
+                "alice",
+                Method::POST,
+                "/v2/team-a/app/manifests/v1".to_string(),
+                None,
+                None,
+            ),
+            (
+                "alice",
+                Method::PATCH,
+                "/v2/team-a/app/tags/list".to_string(),
+                None,
+                None,
+            ),
+            // Mounts, in every spelling: the source the registry will read is the one decided.
+            (
+                "alice",
+                Method::POST,
+                format!("{up}?mount={D}&from=team-a%2Fother"),
+                y,
+                y,
+            ),
+            (
+                "alice",
+                Method::POST,
+                format!("{up}?mount={D}&from=team-b%2Fapp"),
+                y,
+                n,
+            ),
+            (
+                "alice",
+                Method::POST,
+                format!("{up}?%6Dount={D}&%66rom=team-b%2Fapp"),
+                y,
+                n,
+            ),
+            (
+                "alice",
+                Method::POST,
+                format!("{up}?mount={D}&from=%74eam-b%2fapp"),
+                y,
+                n,
+            ),
+            (
+                "alice",
+                Method::POST,
+                format!("{up}?mount={D}&from=team-b%2Fapp&from=team-a%2Fx"),
+                y,
+                n,
+            ),
+            (
+                "alice",
+                Method::POST,
+                format!("{up}?mount={D}&from=team-a%2Fx;&from=team-b%2Fapp"),
+                y,
+                n,
+            ),
+            (
+                "alice",
+                Method::POST,
+                format!("{up}?mount={D}&from=team-a/x&from=team-b/app"),
+                y,
+                y,
+            ),
+            ("alice", Method::POST, format!("{up}?mount={D}"), y, invalid),
+            (
+                "alice",
+                Method::POST,
+                format!("{up}?from=team-b%2Fapp"),
+                y,
+                n,
+            ),
+            (
+                "alice",
+                Method::POST,
+                format!("{up}?mount={D}&from=Team-B%2Fapp"),
+                y,
+                invalid,
+            ),
+            (
+                "alice",
+                Method::POST,
+                format!("{up}?mount={D}&from=team-a%2F..%2Fteam-b"),
+                y,
+                invalid,
+            ),
+            (
+                "carol",
+                Method::POST,
+                format!("{up}?%6Dount={D}&from=team-b%2Fapp"),
+                y,
+                y,
+            ),
+            // A pair with `;` is no mount at all to the registry.
+            (
+                "alice",
+                Method::POST,
+                format!("{up}?mount={D};from=team-b%2Fapp"),
+                y,
+                None,
+            ),
+        ];
+        for (who, method, target, want, want_mount) in rows {
+            let identity = if who == "anonymous" {
+                Identity::Anonymous
+            } else {
+                Identity::User(who.into())
+            };
+            let caller = Caller::plain(&identity);
+            let uri: Uri = target.parse().unwrap();
+            let Ok(Target::Registry(route)) = Target::of(uri.path()) else {
+                panic!("{target} is not a registry route");
+            };
+            let req = RegistryRequest::read(&method, route, &uri, &HeaderMap::new()).unwrap();
+            let got = req.ask().map(|ask| {
+                let d = policy.decide(caller, ask);
+                (d.allowed, d.reason)
+            });
+            assert_eq!(got, want, "{who} {method} {target}");
+            let got_mount = mount_source(&req.query).map(|from| {
+                let d = policy.decide(caller, Ask::MountSource { from });
+                (d.allowed, d.reason)
+            });
+            assert_eq!(got_mount, want_mount, "{who} {method} {target}: mount");
+        }
     }
 
     #[test]

@@ -23,13 +23,13 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::auth::{self, Authenticator, Credentials, Identity};
-use crate::authz::{self, AccessControl, Action, Ask, Part, Policy, ReadOnly, Reason};
+use crate::authz::{self, AccessControl, Action, Ask, Policy, ReadOnly, Reason};
 use crate::body::WithGuard;
 use crate::config::{AuthMode, Config};
 use crate::error::{self, Body, Challenge, GateError};
 use crate::http::cors::{self, Cors};
 use crate::http::origin;
-use crate::http::route::{self, RegistryRequest, Route, RouteError, Target};
+use crate::http::route::{self, RegistryRequest, Route, RouteError, Target, mount_source};
 use crate::http::ua;
 use crate::http::ui::Ui;
 use crate::ops::maintenance::{Maintenance, PushStep, READ_ONLY_MESSAGE};
@@ -304,21 +304,25 @@ impl Gate {
                 false
             }
             route => {
-                let repo = route.repository().unwrap_or_default();
-                let action = action_for(route, &reading.method)?;
-                let part = match route {
-                    Route::UploadStart { .. } => Part::NewUpload,
-                    Route::Upload { id, .. } => Part::Session(id),
-                    _ => Part::Other,
-                };
-                let ask = Ask::Request { action, repo, part };
+                let ask = reading.ask().ok_or_else(|| {
+                    GateError::Unsupported(format!(
+                        "{} is not supported on this endpoint",
+                        reading.method
+                    ))
+                })?;
                 self.authorize(&policy, &caller, ask, route, ctx)?;
-                if let Route::UploadStart { name } = route {
-                    self.check_mount(&policy, &mut reading.query, &caller, name, ctx);
-                }
-                action != Action::Pull
+                !matches!(
+                    ask,
+                    Ask::Request {
+                        action: Action::Pull,
+                        ..
+                    }
+                )
             }
         };
+        if let Route::UploadStart { name } = &reading.route {
+            self.check_mount(&policy, &mut reading.query, &caller, name, ctx);
+        }
 
         let hop = Hop {
             peer: conn.peer.ip(),
@@ -596,10 +600,9 @@ impl Gate {
         to: &str,
         ctx: &RequestCtx,
     ) {
-        if !query.has("mount") && !query.has("from") {
+        let Some(from) = mount_source(query) else {
             return;
-        }
-        let from = query.get("from").unwrap_or_default();
+        };
         if policy
             .decide(caller.as_policy(), Ask::MountSource { from })
             .allowed
@@ -656,32 +659,6 @@ fn push_step<'a>(req: &'a RegistryRequest, resp: &'a Response<Body>) -> Option<P
         }
         _ => None,
     }
-}
-
-/// The action a request performs on its repository (distribution spec endpoints).
-fn action_for(route: &Route, method: &Method) -> Result<Action, GateError> {
-    let read = *method == Method::GET || *method == Method::HEAD;
-    let action = match route {
-        Route::Manifest { .. } if read => Action::Pull,
-        Route::Manifest { .. } if *method == Method::PUT => Action::Push,
-        Route::Manifest { .. } | Route::Blob { .. } if *method == Method::DELETE => Action::Delete,
-        Route::Blob { .. } | Route::Tags { .. } | Route::Referrers { .. } if read => Action::Pull,
-        Route::UploadStart { .. } if *method == Method::POST => Action::Push,
-        Route::Upload { .. }
-            if read
-                || *method == Method::PATCH
-                || *method == Method::PUT
-                || *method == Method::DELETE =>
-        {
-            Action::Push
-        }
-        _ => {
-            return Err(GateError::Unsupported(format!(
-                "{method} is not supported on this endpoint"
-            )));
-        }
-    };
-    Ok(action)
 }
 
 /// One access-log line, written when the response body is finished (or abandoned).
