@@ -4,7 +4,8 @@
 //! them), environment overrides, validation, and the typed [`Config`] the rest of the gate uses.
 //! Unknown keys and unknown `REGISTRY_GATE_*` variables are errors that name them. Relative paths
 //! are resolved against the config file's folder (the working directory without a file).
-//! Does not own: reading the files the config names (net/tls.rs, auth/).
+//! Does not own: reading the files the config names (net/tls.rs, auth/, authz/rules.rs,
+//! http/ui.rs, token/).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

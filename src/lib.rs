@@ -182,7 +182,7 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         tracing::info!(listen = %a, upstream = %config.upstream.base, "serving plain HTTP");
     }
     if let Some(a) = admin_addr {
-        tracing::info!(admin_listen = %a, "serving /metrics, /healthz and /readyz");
+        tracing::info!(admin_listen = %a, "serving /metrics, /healthz, /readyz and /admin/read-only");
     }
     Ok(Running {
         tls_addr,

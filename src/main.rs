@@ -25,7 +25,8 @@ enum Command {
         #[arg(long)]
         log_format: Option<String>,
     },
-    /// Check the config, certificate, key, htpasswd and rules files; print what would be served.
+    /// Check the config, certificate, key, htpasswd, rules files and UI folder; print what would
+    /// be served.
     Check {
         #[arg(long, short)]
         config: Option<PathBuf>,
