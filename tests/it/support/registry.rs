@@ -39,42 +39,35 @@ impl Registry {
             ),
         )
         .unwrap();
-        let mut child = Command::new(REGISTRY_BIN)
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start docker-registry");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log_writer = log.clone();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                log_writer.lock().unwrap().push(line.clone());
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr: String = rest
-                        .chars()
-                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                        .collect();
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
-                    }
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("docker-registry did not report its address within 20 s");
+        let (child, addr) = spawn(&config, log.clone());
         Registry {
             child,
-            addr: addr.parse().unwrap(),
+            addr,
             dir,
             log,
         }
+    }
+
+    /// Starts the stopped registry again on the same address with the same storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        let config = self.config_path();
+        let text = std::fs::read_to_string(&config).unwrap();
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("  addr: ") {
+                    format!("  addr: {}\n", self.addr)
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&config, text).unwrap();
+        let (child, addr) = spawn(&config, self.log.clone());
+        assert_eq!(addr, self.addr);
+        self.child = child;
     }
 
     pub fn url(&self) -> String {
@@ -118,4 +111,38 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Runs `docker-registry serve CONFIG`, appending its log lines to `log`; returns the process
+/// and the address it reported.
+fn spawn(config: &Path, log: Arc<std::sync::Mutex<Vec<String>>>) -> (Child, SocketAddr) {
+    let mut child = Command::new(REGISTRY_BIN)
+        .arg("serve")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start docker-registry");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            log.lock().unwrap().push(line.clone());
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let addr: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                    .collect();
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(addr);
+                }
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("docker-registry did not report its address within 20 s");
+    (child, addr.parse().unwrap())
 }
