@@ -15,16 +15,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 async fn metric(gate: &Gate, name: &str) -> u64 {
-    let text = gate
-        .pki
-        .client(false)
-        .get(format!("{}/metrics", gate.admin_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gate.metrics_text().await;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or(0)

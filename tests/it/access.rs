@@ -570,16 +570,7 @@ async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() 
     assert_eq!(try_action(&alice, "push", "team-a/other").await, 202);
 
     // The refusals and decisions are counted.
-    let metrics = gate
-        .pki
-        .client(false)
-        .get(format!("{}/metrics", gate.admin_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gate.metrics_text().await;
     assert!(
         metrics.contains("registry_gate_read_only_refusals_total 3"),
         "{metrics}"

@@ -6,29 +6,8 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue};
 
 use crate::support::*;
 
-/// alice may push team-a/**; carol may do everything; nobody else may pull team-b.
-const RULES: &str = r#"
-[[rule]]
-repos = ["team-a/**"]
-users = ["alice"]
-allow = ["pull", "push"]
-
-[[rule]]
-repos = ["**"]
-users = ["carol"]
-allow = ["pull", "push", "delete"]
-"#;
-
 async fn gate_with_rules(registry: &Registry) -> Gate {
-    let dir = tempfile::tempdir().unwrap().keep();
-    let path = dir.join("access.toml");
-    std::fs::write(&path, RULES).unwrap();
-    Gate::start_with_users(
-        &registry.url(),
-        &format!("\n[auth]\naccess = \"{}\"\n", path.display()),
-        &[ALICE, BOB, CAROL],
-    )
-    .await
+    Gate::with_rules(registry, MOUNT_RULES, "", TEAM_USERS).await
 }
 
 /// Go's `mime.ParseMediaType` lower-cases with `strings.ToLower`, which maps by Unicode's simple

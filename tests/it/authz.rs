@@ -7,29 +7,8 @@ use reqwest::header::CONTENT_TYPE;
 
 use crate::support::*;
 
-/// alice may push team-a/**; carol may do everything; nobody else may pull team-b.
-const RULES: &str = r#"
-[[rule]]
-repos = ["team-a/**"]
-users = ["alice"]
-allow = ["pull", "push"]
-
-[[rule]]
-repos = ["**"]
-users = ["carol"]
-allow = ["pull", "push", "delete"]
-"#;
-
 async fn gate_with_rules(registry: &Registry, extra: &str) -> Gate {
-    let dir = tempfile::tempdir().unwrap().keep();
-    let path = dir.join("access.toml");
-    std::fs::write(&path, RULES).unwrap();
-    Gate::start_with_users(
-        &registry.url(),
-        &format!("{extra}\n[auth]\naccess = \"{}\"\n", path.display()),
-        &[ALICE, BOB, CAROL],
-    )
-    .await
+    Gate::with_rules(registry, MOUNT_RULES, extra, TEAM_USERS).await
 }
 
 /// One attempt to link `secret` from team-b/app into `target` without pull on team-b.
@@ -319,7 +298,7 @@ async fn the_token_flow_works_over_http1_and_http2() {
     let key = dir.path().join("token.key");
     registry_gate::token::write_key(&key, false).unwrap();
     let rules = dir.path().join("access.toml");
-    std::fs::write(&rules, RULES).unwrap();
+    std::fs::write(&rules, MOUNT_RULES).unwrap();
     let gate = Gate::start_with_users(
         &registry.url(),
         &format!(

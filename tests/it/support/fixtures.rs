@@ -69,6 +69,19 @@ allow = ["pull", "push", "delete"]
 "#
 );
 
+/// alice may pull and push team-a/**; carol may do everything; nobody else may pull team-b.
+pub const MOUNT_RULES: &str = r#"
+[[rule]]
+repos = ["team-a/**"]
+users = ["alice"]
+allow = ["pull", "push"]
+
+[[rule]]
+repos = ["**"]
+users = ["carol"]
+allow = ["pull", "push", "delete"]
+"#;
+
 /// The users of the group rules.
 pub const GROUP_USERS: &[(&str, &str)] = &[ALICE, BOB, CI, CAROL];
 /// The users of the team rules.

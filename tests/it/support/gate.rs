@@ -81,6 +81,37 @@ impl Gate {
         }
     }
 
+    /// Starts a gate with `users` and the access rules `rules`, `extra` TOML before them.
+    pub async fn with_rules(
+        registry: &Registry,
+        rules: &str,
+        extra: &str,
+        users: &[(&str, &str)],
+    ) -> Gate {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let path = dir.join("access.toml");
+        std::fs::write(&path, rules).unwrap();
+        Gate::start_with_users(
+            &registry.url(),
+            &format!("{extra}\n[auth]\naccess = \"{}\"\n", path.display()),
+            users,
+        )
+        .await
+    }
+
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        self.pki
+            .client(false)
+            .get(format!("{}/metrics", self.admin_url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// `http://ADDR` of the admin listener (started with `admin_listen` in `extra`).
     pub fn admin_url(&self) -> String {
         let addr = self.running.as_ref().and_then(|r| r.admin_addr);
