@@ -222,7 +222,9 @@ impl Pool {
 
     /// The per-member series in the Prometheus text format.
     pub fn render(&self, w: &mut String) {
-        let series: [(&str, &str, &str, fn(&Member) -> u64); 4] = [
+        /// Name, type, help, and the value of a member.
+        type Series = (&'static str, &'static str, &'static str, fn(&Member) -> u64);
+        let series: [Series; 4] = [
             (
                 "upstream_member_requests_total",
                 "counter",

@@ -242,7 +242,7 @@ impl Proxy {
                     slot: slot.clone(),
                     body: None,
                     end: bodyless,
-                    hint: hint.clone(),
+                    hint,
                 }
                 .boxed(),
             );
@@ -442,9 +442,7 @@ impl hyper::body::Body for Lent {
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body
-            .as_ref()
-            .map_or_else(|| self.hint.clone(), |b| b.size_hint())
+        self.body.as_ref().map_or(self.hint, |b| b.size_hint())
     }
 }
 

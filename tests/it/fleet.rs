@@ -567,3 +567,24 @@ async fn a_registry_restart_fails_no_round_trip_and_no_request() {
         "no request was held through the outage ({longest:?}): the load did not run across it"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_gate_keeps_its_own_brake_counts() {
+    // docs/fleet.md: the brake counts per replica, so a client spread over two gates gets
+    // twice the guesses. This pins down that cost.
+    let fleet = Fleet::start(1);
+    let extra = "[auth]\nbrake_failures = 3\nbrake_window = 60\n";
+    let gate1 = Gate::start(&fleet.upstream(), extra).await;
+    let gate2 = Gate::start(&fleet.upstream(), extra).await;
+    let wrong1 = Api::new(&gate1, false, Some((ALICE.0, "wrong")));
+    let wrong2 = Api::new(&gate2, false, Some((ALICE.0, "wrong")));
+    for _ in 0..3 {
+        assert_eq!(wrong1.send(Method::GET, "/v2/").await.status(), 401);
+    }
+    assert_eq!(wrong1.send(Method::GET, "/v2/").await.status(), 429);
+    // Gate 2 has counted nothing: three more guesses there.
+    for _ in 0..3 {
+        assert_eq!(wrong2.send(Method::GET, "/v2/").await.status(), 401);
+    }
+    assert_eq!(wrong2.send(Method::GET, "/v2/").await.status(), 429);
+}
