@@ -1,6 +1,9 @@
-//! Forwarding to the upstream registry.
+//! Forwarding to the upstream registry members.
 //!
-//! Owns: the pooled HTTP/1.1 keep-alive client (connect timeout, TCP_NODELAY, optional TLS to an
+//! Owns: sending each request to a member the pool picks (upstream/pool.rs) and what may be
+//! sent again ([`Proxy::send`]: a request none of which went out, any method, within
+//! `upstream_retry`; a bodyless GET or HEAD also after it went out; nothing else), the probes
+//! (`/readyz`, `check`, the pool's probers), the pooled HTTP/1.1 keep-alive client (connect timeout, TCP_NODELAY, optional TLS to an
 //! `https://` upstream with `upstream_ca`), building the upstream request (the configured
 //! upstream plus the path and query the gate decided on; never the client's authority, so
 //! the gate is no open proxy), `Host` set to the host the request named (from `:authority`
