@@ -43,7 +43,7 @@ pub enum ConfigError {
 struct FileConfig {
     listen: Option<String>,
     plain_listen: Option<String>,
-    upstream: Option<String>,
+    upstream: Option<OneOrMany>,
     upstream_ca: Option<PathBuf>,
     public_url: Option<String>,
     admin_listen: Option<String>,
@@ -65,6 +65,14 @@ struct FileConfig {
     log: FileLog,
     #[serde(default)]
     maintenance: FileMaintenance,
+}
+
+/// `upstream = "http://r1:5000"` or `upstream = ["http://r1:5000", "http://r2:5000"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +104,7 @@ struct FileTimeouts {
     handshake: Option<u64>,
     upstream_connect: Option<u64>,
     upstream_response: Option<u64>,
+    upstream_retry: Option<u64>,
     idle: Option<u64>,
     h2_idle: Option<u64>,
     drain: Option<u64>,
@@ -153,7 +162,7 @@ enum Kind {
 const ENV_KEYS: &[(&str, &[&str], Kind)] = &[
     ("LISTEN", &["listen"], Kind::Str),
     ("PLAIN_LISTEN", &["plain_listen"], Kind::Str),
-    ("UPSTREAM", &["upstream"], Kind::Str),
+    ("UPSTREAM", &["upstream"], Kind::List),
     ("UPSTREAM_CA", &["upstream_ca"], Kind::Str),
     ("PUBLIC_URL", &["public_url"], Kind::Str),
     ("ADMIN_LISTEN", &["admin_listen"], Kind::Str),
@@ -190,6 +199,11 @@ const ENV_KEYS: &[(&str, &[&str], Kind)] = &[
     (
         "TIMEOUTS_UPSTREAM_RESPONSE",
         &["timeouts", "upstream_response"],
+        Kind::Int,
+    ),
+    (
+        "TIMEOUTS_UPSTREAM_RETRY",
+        &["timeouts", "upstream_retry"],
         Kind::Int,
     ),
     ("TIMEOUTS_IDLE", &["timeouts", "idle"], Kind::Int),
@@ -262,8 +276,9 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    /// Scheme and authority only, e.g. `http://127.0.0.1:5000`.
-    pub base: Uri,
+    /// The registry members, at least one, no duplicates; each scheme and authority only, e.g.
+    /// `http://127.0.0.1:5000`. They share one storage and one `http.secret` (docs/fleet.md).
+    pub members: Vec<Uri>,
     /// Extra CA bundle trusted for an `https://` upstream.
     pub ca: Option<PathBuf>,
 }
@@ -314,6 +329,9 @@ pub struct Timeouts {
     pub upstream_connect: Duration,
     /// Waiting for the upstream's response headers (a final `PUT ?digest=` can take minutes).
     pub upstream_response: Duration,
+    /// How long a request no member took yet (refused connections, every member down) is held
+    /// and tried again before 502; zero answers at once.
+    pub upstream_retry: Duration,
     /// No byte moving on a body for this long ends the transfer.
     pub idle: Duration,
     /// An HTTP/2 connection with no open stream for this long is closed.
@@ -498,28 +516,32 @@ fn validate(raw: FileConfig, base: &Path, origin: &str) -> Result<Config, Config
         ));
     }
 
-    let upstream_text = raw
-        .upstream
-        .ok_or_else(|| invalid("upstream is required, e.g. \"http://127.0.0.1:5000\"".into()))?;
-    let upstream_uri: Uri = upstream_text
-        .trim_end_matches('/')
-        .parse()
-        .map_err(|e| invalid(format!("upstream: {upstream_text:?} is not a URL: {e}")))?;
-    match (upstream_uri.scheme_str(), upstream_uri.authority()) {
-        (Some("http" | "https"), Some(_)) => {}
-        _ => {
+    let upstream_texts = match raw.upstream {
+        None => {
+            return Err(invalid(
+                "upstream is required, e.g. \"http://127.0.0.1:5000\"".into(),
+            ));
+        }
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(list)) => list,
+    };
+    if upstream_texts.is_empty() {
+        return Err(invalid(
+            "upstream: the list is empty; name at least one registry".into(),
+        ));
+    }
+    let mut members: Vec<Uri> = Vec::new();
+    for upstream_text in upstream_texts {
+        let upstream_uri = parse_upstream(upstream_text.trim()).map_err(invalid)?;
+        if members.contains(&upstream_uri) {
             return Err(invalid(format!(
-                "upstream: {upstream_text:?} must be http://host:port or https://host:port"
+                "upstream: {upstream_text:?} is listed twice"
             )));
         }
-    }
-    if upstream_uri.path() != "/" && !upstream_uri.path().is_empty() {
-        return Err(invalid(format!(
-            "upstream: {upstream_text:?} must not have a path; the registry serves /v2/ at its root"
-        )));
+        members.push(upstream_uri);
     }
     let upstream = Upstream {
-        base: upstream_uri,
+        members,
         ca: raw.upstream_ca.map(resolve),
     };
 
@@ -609,6 +631,7 @@ fn validate(raw: FileConfig, base: &Path, origin: &str) -> Result<Config, Config
         handshake: secs(t.handshake, 10, "handshake")?,
         upstream_connect: secs(t.upstream_connect, 10, "upstream_connect")?,
         upstream_response: secs(t.upstream_response, 900, "upstream_response")?,
+        upstream_retry: Duration::from_secs(t.upstream_retry.unwrap_or(5)),
         idle: secs(t.idle, 900, "idle")?,
         h2_idle: secs(t.h2_idle, 120, "h2_idle")?,
         drain: secs(t.drain, 60, "drain")?,
@@ -714,6 +737,28 @@ fn validate(raw: FileConfig, base: &Path, origin: &str) -> Result<Config, Config
     })
 }
 
+/// One registry member: `http://host:port` or `https://host:port`, no path.
+fn parse_upstream(text: &str) -> Result<Uri, String> {
+    let uri: Uri = text
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|e| format!("upstream: {text:?} is not a URL: {e}"))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(_)) => {}
+        _ => {
+            return Err(format!(
+                "upstream: {text:?} must be http://host:port or https://host:port"
+            ));
+        }
+    }
+    if uri.path() != "/" && !uri.path().is_empty() {
+        return Err(format!(
+            "upstream: {text:?} must not have a path; the registry serves /v2/ at its root"
+        ));
+    }
+    Ok(uri)
+}
+
 /// `scheme://host[:port]` with nothing after it.
 fn is_origin(s: &str) -> bool {
     let Ok(uri) = s.parse::<Uri>() else {
@@ -799,7 +844,39 @@ htpasswd = "htpasswd"
             c.cors.unwrap().allow_origins,
             ["https://a.example", "http://b.example:8080"]
         );
-        assert_eq!(c.upstream.base.to_string(), "http://registry:5000/");
+        assert_eq!(c.upstream.members[0].to_string(), "http://registry:5000/");
+    }
+
+    #[test]
+    fn upstream_is_one_url_or_a_list() {
+        let f = write(MINIMAL);
+        let c = Config::load(Some(f.path()), []).unwrap();
+        assert_eq!(c.upstream.members.len(), 1);
+        assert_eq!(c.timeouts.upstream_retry, Duration::from_secs(5));
+        let list = MINIMAL.replace(
+            "upstream = \"http://127.0.0.1:5000\"",
+            "upstream = [\"http://r1:5000\", \"http://r2:5000/\"]",
+        );
+        let f = write(&list);
+        let c = Config::load(Some(f.path()), []).unwrap();
+        let members: Vec<String> = c.upstream.members.iter().map(Uri::to_string).collect();
+        assert_eq!(members, ["http://r1:5000/", "http://r2:5000/"]);
+        let env = [(
+            "REGISTRY_GATE_UPSTREAM".to_owned(),
+            "http://a:5000, http://b:5000".to_owned(),
+        )];
+        let c = Config::load(Some(f.path()), env).unwrap();
+        assert_eq!(c.upstream.members.len(), 2);
+        assert_eq!(c.upstream.members[1].to_string(), "http://b:5000/");
+        for (bad, needle) in [
+            ("upstream = []", "empty"),
+            ("upstream = [\"http://a:1\", \"http://a:1\"]", "twice"),
+            ("upstream = [\"http://a:1\", \"ftp://b\"]", "ftp://b"),
+        ] {
+            let f = write(&MINIMAL.replace("upstream = \"http://127.0.0.1:5000\"", bad));
+            let err = Config::load(Some(f.path()), []).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
     }
 
     #[test]

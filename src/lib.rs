@@ -176,10 +176,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         _ => None,
     };
     if let Some(a) = tls_addr {
-        tracing::info!(listen = %a, upstream = %config.upstream.base, "serving TLS");
+        tracing::info!(listen = %a, upstream = %config.upstream.members[0], "serving TLS");
     }
     if let Some(a) = plain_addr {
-        tracing::info!(listen = %a, upstream = %config.upstream.base, "serving plain HTTP");
+        tracing::info!(listen = %a, upstream = %config.upstream.members[0], "serving plain HTTP");
     }
     if let Some(a) = admin_addr {
         tracing::info!(admin_listen = %a, "serving /metrics, /healthz, /readyz and /admin/read-only");

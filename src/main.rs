@@ -56,9 +56,12 @@ enum Command {
         /// The config file, to find admin_listen.
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// The admin address (instead of the config's admin_listen).
+        /// An admin address, HOST:PORT (instead of the config's admin_listen). Repeat it for
+        /// every replica; a name resolving to several addresses (a Kubernetes headless
+        /// Service) means each of them. `on` succeeds only when every one is read-only with no
+        /// push in flight.
         #[arg(long)]
-        admin: Option<String>,
+        admin: Vec<String>,
         /// With `on`: how long to wait for pushes in flight, in seconds.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
@@ -115,12 +118,7 @@ fn main() -> ExitCode {
             config,
             admin,
             timeout,
-        } => registry_gate::ops::maintenance::cli(
-            &state,
-            config.as_deref(),
-            admin.as_deref(),
-            timeout,
-        ),
+        } => registry_gate::ops::maintenance::cli(&state, config.as_deref(), &admin, timeout),
     }
 }
 

@@ -129,7 +129,7 @@ pub fn run(file: Option<&Path>) -> ExitCode {
         ),
         None => println!("admin_listen: off"),
     }
-    println!("upstream: {}", config.upstream.base);
+    probe_upstream(&config);
     println!(
         "log: {} format, level {:?}",
         match config.log.format {
@@ -147,6 +147,46 @@ pub fn run(file: Option<&Path>) -> ExitCode {
     }
     println!("ok");
     ExitCode::SUCCESS
+}
+
+/// One `upstream: URL ...` line per registry member, each probed with `GET /v2/`. A member that
+/// does not answer is a warning, not a problem: the gate starts before its registries and
+/// waits for them.
+fn probe_upstream(config: &crate::config::Config) {
+    let probed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(async {
+                let metrics = std::sync::Arc::new(crate::ops::metrics::Metrics::new());
+                let proxy =
+                    crate::upstream::Proxy::new(&config.upstream, &config.timeouts, metrics)
+                        .map_err(|e| e.to_string())?;
+                Ok(proxy.probe_all().await)
+            })
+        });
+    match probed {
+        Ok(results) => {
+            for (member, answer) in results {
+                match answer {
+                    Ok(status) => {
+                        println!("upstream: {member} (GET /v2/ answered {})", status.as_u16())
+                    }
+                    Err(e) => {
+                        println!("upstream: {member} (not answering)");
+                        eprintln!("warning: upstream {member} does not answer GET /v2/: {e}");
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            for member in &config.upstream.members {
+                println!("upstream: {member}");
+            }
+            eprintln!("warning: the upstream could not be probed: {e}");
+        }
+    }
 }
 
 fn print_grants(rules: &Rules, users: &[String]) {

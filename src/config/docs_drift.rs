@@ -57,6 +57,7 @@ const SCALAR_DEFAULTS: &[&str] = &[
     "[timeouts] handshake",
     "[timeouts] upstream_connect",
     "[timeouts] upstream_response",
+    "[timeouts] upstream_retry",
     "[timeouts] idle",
     "[timeouts] drain",
     "[cors] allow_credentials",

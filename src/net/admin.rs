@@ -175,7 +175,9 @@ async fn route(gate: &Gate, guard: &WriteGuard, req: Request<Incoming>) -> Respo
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
-            reply(StatusCode::OK, METRICS_CONTENT_TYPE, gate.metrics.render())
+            let mut text = gate.metrics.render();
+            gate.proxy().render_metrics(&mut text);
+            reply(StatusCode::OK, METRICS_CONTENT_TYPE, text)
         }
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
@@ -184,7 +186,7 @@ async fn route(gate: &Gate, guard: &WriteGuard, req: Request<Incoming>) -> Respo
             } else {
                 text(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "not ready: the registry does not answer GET /v2/\n",
+                    "not ready: no registry member answers GET /v2/\n",
                 )
             }
         }

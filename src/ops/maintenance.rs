@@ -371,29 +371,61 @@ fn describe_waiting(doc: &serde_json::Value) -> Vec<String> {
 /// How often `read-only on` reports what it waits for.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
-/// `registry-gate read-only on|off|status`: talks to the admin listener. `on` switches at once,
-/// then reports what it waits for every few seconds until no push is in flight (exit 0) or
-/// `timeout_secs` passed (exit 1: not safe to garbage-collect).
+/// The admin listeners `read-only` addresses: every `--admin` given (each `host:port`; a name
+/// that resolves to several addresses, such as a Kubernetes headless Service, stands for all
+/// of them), else the config's `admin_listen`. A name that does not resolve is returned in the
+/// second list, to be reported as a replica not reached.
+fn replicas(admin: &[String]) -> (Vec<String>, Vec<(String, String)>) {
+    use std::net::ToSocketAddrs as _;
+    let mut found: Vec<String> = Vec::new();
+    let mut failed = Vec::new();
+    for name in admin {
+        match name.to_socket_addrs() {
+            Ok(addrs) => {
+                let mut any = false;
+                for a in addrs {
+                    any = true;
+                    let a = a.to_string();
+                    if !found.contains(&a) {
+                        found.push(a);
+                    }
+                }
+                if !any {
+                    failed.push((name.clone(), "resolves to no address".to_owned()));
+                }
+            }
+            Err(e) => failed.push((name.clone(), e.to_string())),
+        }
+    }
+    (found, failed)
+}
+
+/// `registry-gate read-only on|off|status`: talks to the admin listener of every replica
+/// (`--admin`, repeatable; a name resolving to several addresses means each of them). `on`
+/// switches every replica at once, then reports what they wait for every few seconds until
+/// none has a push in flight (exit 0), or `timeout_secs` passed (exit 1: not safe to
+/// garbage-collect). A replica that cannot be reached is named, and the exit is 1: garbage
+/// collection is safe only when every replica is read-only and drained.
 pub fn cli(
     state: &str,
     config: Option<&std::path::Path>,
-    admin: Option<&str>,
+    admin: &[String],
     timeout_secs: u64,
 ) -> std::process::ExitCode {
     use std::process::ExitCode;
     // The config names the admin address and the admin_token file; with --admin and no
     // usable config, no token is sent.
     let loaded = crate::config::Config::load(config, std::env::vars());
-    let addr = match (admin, &loaded) {
-        (Some(a), _) => a.to_owned(),
-        (None, Ok(c)) => match c.admin_listen {
-            Some(a) => a.to_string(),
+    let names: Vec<String> = match (admin, &loaded) {
+        ([_, ..], _) => admin.to_vec(),
+        ([], Ok(c)) => match c.admin_listen {
+            Some(a) => vec![a.to_string()],
             None => {
                 eprintln!("error: admin_listen is off in the config; pass --admin ADDR");
                 return ExitCode::from(64);
             }
         },
-        (None, Err(e)) => {
+        ([], Err(e)) => {
             eprintln!("error: {e}");
             return ExitCode::from(64);
         }
@@ -408,6 +440,7 @@ pub fn cli(
         },
         None => None,
     };
+    let (addrs, mut unreached) = replicas(&names);
     let status = "GET /admin/read-only HTTP/1.1";
     let first = match state {
         "status" => status.to_owned(),
@@ -415,41 +448,106 @@ pub fn cli(
         s => format!("POST /admin/read-only?state={s} HTTP/1.1"),
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(timeout_secs);
-    let mut doc = match admin_request(&addr, &first, token.as_deref()) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
+    // Every replica is switched first (in parallel, so none waits behind a slow one); then
+    // only their status is asked.
+    let ask =
+        |addrs: &[String], request: &str| -> Vec<(String, Result<serde_json::Value, String>)> {
+            std::thread::scope(|s| {
+                let asks: Vec<_> = addrs
+                    .iter()
+                    .map(|a| {
+                        let token = token.as_deref();
+                        s.spawn(move || (a.clone(), admin_request(a, request, token)))
+                    })
+                    .collect();
+                asks.into_iter()
+                    .map(|h| h.join().expect("admin request thread"))
+                    .collect()
+            })
+        };
+    let mut docs: Vec<(String, serde_json::Value)> = Vec::new();
+    for (addr, answer) in ask(&addrs, &first) {
+        match answer {
+            Ok(d) => docs.push((addr, d)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                unreached.push((addr, e));
+            }
         }
-    };
-    while state == "on" && doc["pushes_in_flight"].as_u64().unwrap_or(0) > 0 {
+    }
+    let in_flight = |d: &serde_json::Value| d["pushes_in_flight"].as_u64().unwrap_or(0);
+    while state == "on" && docs.iter().any(|(_, d)| in_flight(d) > 0) {
         if std::time::Instant::now() >= deadline {
             break;
         }
-        println!("waiting for: {}", describe_waiting(&doc).join("; "));
-        std::thread::sleep(PROGRESS_EVERY.min(deadline - std::time::Instant::now()));
-        doc = match admin_request(&addr, status, token.as_deref()) {
-            Ok(d) => d,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
+        for (addr, d) in &docs {
+            if in_flight(d) > 0 {
+                println!("{addr}: waiting for: {}", describe_waiting(d).join("; "));
             }
-        };
+        }
+        std::thread::sleep(PROGRESS_EVERY.min(deadline - std::time::Instant::now()));
+        let busy: Vec<String> = docs
+            .iter()
+            .filter(|(_, d)| in_flight(d) > 0)
+            .map(|(a, _)| a.clone())
+            .collect();
+        for (addr, answer) in ask(&busy, status) {
+            match answer {
+                Ok(d) => {
+                    if let Some(slot) = docs.iter_mut().find(|(a, _)| *a == addr) {
+                        slot.1 = d;
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    docs.retain(|(a, _)| *a != addr);
+                    unreached.push((addr, e));
+                }
+            }
+        }
     }
-    let on = doc["read_only"].as_bool().unwrap_or(false);
-    let left = doc["pushes_in_flight"].as_u64().unwrap_or(0);
-    println!(
-        "read-only: {}; pushes in flight: {left}",
-        if on { "on" } else { "off" }
-    );
-    for line in describe_waiting(&doc) {
-        println!("  {line}");
+    let mut left = 0;
+    for (addr, d) in &docs {
+        let on = d["read_only"].as_bool().unwrap_or(false);
+        left += in_flight(d);
+        println!(
+            "{addr}: read-only: {}; pushes in flight: {}",
+            if on { "on" } else { "off" },
+            in_flight(d)
+        );
+        for line in describe_waiting(d) {
+            println!("  {line}");
+        }
+    }
+    let mut failed = false;
+    if !unreached.is_empty() {
+        let names: Vec<&str> = unreached.iter().map(|(a, _)| a.as_str()).collect();
+        eprintln!(
+            "{} replica(s) not reached: {}{}",
+            names.len(),
+            names.join(", "),
+            if state == "on" {
+                ": they may still take pushes; not safe to garbage-collect"
+            } else {
+                ""
+            }
+        );
+        failed = true;
     }
     if state == "on" && left > 0 {
         eprintln!(
             "{left} push(es) still in flight after {timeout_secs} s: not safe to garbage-collect yet"
         );
+        failed = true;
+    }
+    if failed {
         return ExitCode::FAILURE;
+    }
+    if state == "on" && docs.len() > 1 {
+        println!(
+            "all {} replicas are read-only with no push in flight",
+            docs.len()
+        );
     }
     ExitCode::SUCCESS
 }
@@ -457,6 +555,22 @@ pub fn cli(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_address_of_every_admin_name_is_a_replica() {
+        let names = [
+            "127.0.0.1:9095".to_owned(),
+            "localhost:9096".to_owned(),
+            "127.0.0.1:9095".to_owned(),
+            "no-such-replica.invalid:9095".to_owned(),
+        ];
+        let (found, failed) = replicas(&names);
+        assert_eq!(found[0], "127.0.0.1:9095");
+        assert!(found.contains(&"127.0.0.1:9096".to_owned()), "{found:?}");
+        assert_eq!(found.iter().filter(|a| *a == "127.0.0.1:9095").count(), 1);
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(failed[0].0, "no-such-replica.invalid:9095");
+    }
 
     fn upload_start(m: &Maintenance, repo: &str, id: &str) {
         m.observe(PushStep::UploadStarted { repo, session: id });

@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod headers;
+mod pool;
 mod proxy;
 
 pub use proxy::{Proxy, UpstreamSetupError};

@@ -1,6 +1,9 @@
-//! Forwarding to the upstream registry.
+//! Forwarding to the upstream registry members.
 //!
-//! Owns: the pooled HTTP/1.1 keep-alive client (connect timeout, TCP_NODELAY, optional TLS to an
+//! Owns: sending each request to a member the pool picks (upstream/pool.rs) and what may be
+//! sent again ([`Proxy::send`]: a request none of which went out, any method, within
+//! `upstream_retry`; a bodyless GET or HEAD also after it went out; nothing else), the probes
+//! (`/readyz`, `check`, the pool's probers), the pooled HTTP/1.1 keep-alive client (connect timeout, TCP_NODELAY, optional TLS to an
 //! `https://` upstream with `upstream_ca`), building the upstream request (the configured
 //! upstream plus the path and query the gate decided on; never the client's authority, so
 //! the gate is no open proxy), `Host` set to the host the request named (from `:authority`
@@ -17,13 +20,14 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, Uri, Version, header, uri::PathAndQuery};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::headers::{self, Hop};
+use super::pool::{InFlight, Pool};
 use crate::body::Tracked;
 use crate::config::{Timeouts, Upstream};
 use crate::error::{Body, GateError};
@@ -46,16 +50,37 @@ pub enum UpstreamSetupError {
     NativeRoots(std::io::Error),
 }
 
-/// The upstream registry client.
+/// The client to the registry members.
+type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// The registry members and the pooled client that reaches them.
 pub struct Proxy {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
-    base: Uri,
+    client: UpstreamClient,
+    pool: Arc<Pool>,
     response_timeout: Duration,
+    /// `[timeouts] upstream_retry`: how long a request no member took yet is held.
+    retry: Duration,
+    probe_timeout: Duration,
     idle: Duration,
     metrics: Arc<Metrics>,
+    probers: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        for p in &self.probers {
+            p.abort();
+        }
+    }
+}
+
+/// A member's own trouble: it is taken out, and a request that is safe to repeat goes elsewhere.
+fn unhealthy(status: http::StatusCode) -> bool {
+    matches!(status.as_u16(), 502..=504)
 }
 
 impl Proxy {
+    /// Builds the client and, inside a tokio runtime, one prober per member.
     pub fn new(
         upstream: &Upstream,
         timeouts: &Timeouts,
@@ -68,6 +93,10 @@ impl Proxy {
         http.set_keepalive(Some(Duration::from_secs(60)));
 
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let any_https = upstream
+            .members
+            .iter()
+            .any(|m| m.scheme_str() == Some("https"));
         let builder = match &upstream.ca {
             Some(path) => {
                 let mut roots = rustls::RootCertStore::empty();
@@ -86,7 +115,7 @@ impl Proxy {
                         .with_no_client_auth();
                 builder.with_tls_config(config)
             }
-            None if upstream.base.scheme_str() == Some("https") => builder
+            None if any_https => builder
                 .with_provider_and_native_roots(crate::net::tls::provider())
                 .map_err(UpstreamSetupError::NativeRoots)?,
             None => {
@@ -108,23 +137,33 @@ impl Proxy {
             // Host is the client's, set below; the client must not replace it with the upstream's.
             .set_host(false)
             .build(connector);
+        let pool = Arc::new(Pool::new(&upstream.members));
+        let probe_timeout = timeouts.upstream_connect.min(Duration::from_secs(5));
+        let mut probers = Vec::new();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            for i in 0..upstream.members.len() {
+                let client = client.clone();
+                let task = pool.clone().prober(i, move |base| {
+                    let client = client.clone();
+                    async move {
+                        probe(&client, &base, probe_timeout)
+                            .await
+                            .is_ok_and(|s| !unhealthy(s))
+                    }
+                });
+                probers.push(rt.spawn(task).abort_handle());
+            }
+        }
         Ok(Proxy {
             client,
-            base: upstream.base.clone(),
+            pool,
             response_timeout: timeouts.upstream_response,
+            retry: timeouts.upstream_retry,
+            probe_timeout,
             idle: timeouts.idle,
             metrics,
+            probers,
         })
-    }
-
-    /// The upstream URI for a request path and query.
-    fn upstream_uri(&self, pq: Option<&PathAndQuery>) -> Result<Uri, GateError> {
-        let mut parts = self.base.clone().into_parts();
-        parts.path_and_query = Some(
-            pq.cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        );
-        Uri::from_parts(parts).map_err(|e| GateError::Internal(format!("upstream URI: {e}")))
     }
 
     /// Sends `req` upstream and streams the answer back. `host` is the host the client's
@@ -145,27 +184,107 @@ impl Proxy {
         if let Some(host) = host {
             parts.headers.insert(header::HOST, host);
         }
-        parts.uri = self.upstream_uri(parts.uri.path_and_query())?;
-        parts.version = Version::HTTP_11;
         headers::remove_hop_by_hop(&mut parts.headers);
         // The registry behind the gate does not need, and must not log, the client's password.
         parts.headers.remove(header::AUTHORIZATION);
         headers::set_forwarding(&mut parts.headers, hop);
 
         let body = Tracked::new(body, bytes_in, self.idle).boxed();
-        let upstream_req = Request::from_parts(parts, body);
-        let sent = Instant::now();
-        let resp = tokio::time::timeout(self.response_timeout, self.client.request(upstream_req))
-            .await
-            .map_err(|_| GateError::UpstreamTimeout(self.response_timeout))?
-            .map_err(upstream_error)?;
-        self.metrics.upstream_latency(sent.elapsed());
+        let (resp, in_flight) = self.send(&parts, body).await?;
         let (mut parts, body) = resp.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(
-            parts,
-            Tracked::new(body, bytes_out, self.idle).boxed(),
-        ))
+        // The member counts this request as outstanding until the body is done or dropped.
+        let body = Tracked::new(body, bytes_out, self.idle).map_frame(move |frame| {
+            let _counted = &in_flight;
+            frame
+        });
+        Ok(Response::from_parts(parts, body.boxed()))
+    }
+
+    /// Sends one request to a member, trying again where that cannot repeat anything:
+    ///
+    /// - A connect failure (`Error::is_connect`: refused, reset or timed out while connecting)
+    ///   happens before the request was handed to any connection, and the body is still in
+    ///   its [`Lent`] slot, untouched: the same request goes to another member, or, when none
+    ///   is up, waits for one until `upstream_retry` has passed. Any method, a PATCH with a body
+    ///   included. A pooled connection found closed before the request was written is retried
+    ///   by hyper-util itself (`retry_canceled_requests`), which gets the request back unsent.
+    /// - Anything else (the connection broke after the request went out, or a 502/503/504) is
+    ///   tried again only for a GET or HEAD without a body, which repeats nothing.
+    ///
+    /// Every failure takes the member out until its prober sees it answer.
+    async fn send(
+        &self,
+        parts: &http::request::Parts,
+        body: Body,
+    ) -> Result<(Response<Incoming>, InFlight), GateError> {
+        let bodyless = body.is_end_stream();
+        let repeatable = bodyless && matches!(parts.method, http::Method::GET | http::Method::HEAD);
+        let hint = body.size_hint();
+        let slot = Arc::new(std::sync::Mutex::new(Some(body)));
+        let deadline = tokio::time::Instant::now() + self.retry;
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last: Option<GateError> = None;
+        loop {
+            let Some(i) = self.pool.pick(&tried) else {
+                // Every member is out, or was tried for this request.
+                if !self.pool.wait_for_member(deadline).await {
+                    return Err(last.unwrap_or_else(|| {
+                        GateError::UpstreamUnavailable(format!(
+                            "no registry member answered within {:?}",
+                            self.retry
+                        ))
+                    }));
+                }
+                tried.clear();
+                continue;
+            };
+            let member = &self.pool.members()[i];
+            let mut req = Request::new(
+                Lent {
+                    slot: slot.clone(),
+                    body: None,
+                    end: bodyless,
+                    hint,
+                }
+                .boxed(),
+            );
+            *req.method_mut() = parts.method.clone();
+            *req.uri_mut() = member_uri(&member.base, parts.uri.path_and_query())?;
+            *req.version_mut() = Version::HTTP_11;
+            *req.headers_mut() = parts.headers.clone();
+            let in_flight = self.pool.start(i);
+            let sent = Instant::now();
+            let answer = tokio::time::timeout(self.response_timeout, self.client.request(req))
+                .await
+                .map_err(|_| GateError::UpstreamTimeout(self.response_timeout))?;
+            match answer {
+                Ok(resp) if unhealthy(resp.status()) => {
+                    self.pool
+                        .failed(i, &format!("answered {}", resp.status().as_u16()));
+                    tried.push(i);
+                    if !(repeatable && self.pool.pick(&tried).is_some()) {
+                        return Ok((resp, in_flight));
+                    }
+                }
+                Ok(resp) => {
+                    self.metrics.upstream_latency(sent.elapsed());
+                    return Ok((resp, in_flight));
+                }
+                Err(e) => {
+                    let body_untouched = bodyless || lock(&slot).is_some();
+                    let unsent = e.is_connect() && body_untouched;
+                    let error = upstream_error(&e);
+                    self.pool.failed(i, &error.to_string());
+                    if !(unsent || repeatable) {
+                        return Err(error);
+                    }
+                    tracing::debug!(member = %member.name, method = %parts.method, unsent, "trying again: {error}");
+                    last = Some(error);
+                    tried.push(i);
+                }
+            }
+        }
     }
 
     /// GETs a small document from the upstream (at most `limit` bytes), for answers the gate
@@ -180,15 +299,13 @@ impl Proxy {
     ) -> Result<(http::StatusCode, http::HeaderMap, bytes::Bytes), GateError> {
         let pq = PathAndQuery::try_from(path_and_query)
             .map_err(|e| GateError::Internal(format!("upstream path: {e}")))?;
-        let mut req = Request::new(crate::error::empty());
-        *req.uri_mut() = self.upstream_uri(Some(&pq))?;
+        let mut req = Request::new(());
+        *req.uri_mut() = Uri::from(pq);
         if let Some(h) = host {
             req.headers_mut().insert(header::HOST, h.clone());
         }
-        let resp = tokio::time::timeout(self.response_timeout, self.client.request(req))
-            .await
-            .map_err(|_| GateError::UpstreamTimeout(self.response_timeout))?
-            .map_err(upstream_error)?;
+        let (parts, ()) = req.into_parts();
+        let (resp, _in_flight) = self.send(&parts, crate::error::empty()).await?;
         let (parts, body) = resp.into_parts();
         let bytes = http_body_util::Limited::new(body, limit)
             .collect()
@@ -198,27 +315,142 @@ impl Proxy {
         Ok((parts.status, parts.headers, bytes))
     }
 
-    /// True when the upstream answers `GET /v2/` (any HTTP answer counts as alive).
+    /// Probes every member with `GET /v2/` at once (any answer but 502/503/504 counts as
+    /// alive), updating their health; true while at least one answers.
     pub async fn ready(&self) -> bool {
-        let Ok(uri) = self.upstream_uri(Some(&PathAndQuery::from_static("/v2/"))) else {
-            return false;
-        };
-        let mut req = Request::new(crate::error::empty());
-        *req.uri_mut() = uri;
-        if let Some(a) = self.base.authority()
-            && let Ok(v) = HeaderValue::from_str(a.as_str())
-        {
-            req.headers_mut().insert(header::HOST, v);
+        let results = self.probe_all().await;
+        results
+            .iter()
+            .any(|(_, r)| r.as_ref().is_ok_and(|s| !unhealthy(*s)))
+    }
+
+    /// `GET /v2/` on every member at once: each member's name and answer (or why none came).
+    pub async fn probe_all(&self) -> Vec<(String, Result<http::StatusCode, String>)> {
+        let mut probes = tokio::task::JoinSet::new();
+        for (i, m) in self.pool.members().iter().enumerate() {
+            let client = self.client.clone();
+            let base = m.base.clone();
+            let timeout = self.probe_timeout;
+            probes.spawn(async move { (i, probe(&client, &base, timeout).await) });
         }
-        matches!(
-            tokio::time::timeout(Duration::from_secs(5), self.client.request(req)).await,
-            Ok(Ok(_))
-        )
+        let mut results: Vec<(usize, Result<http::StatusCode, String>)> = Vec::new();
+        while let Some(done) = probes.join_next().await {
+            if let Ok(r) = done {
+                results.push(r);
+            }
+        }
+        results.sort_by_key(|(i, _)| *i);
+        results
+            .into_iter()
+            .map(|(i, r)| {
+                match &r {
+                    Ok(s) if !unhealthy(*s) => self.pool.probed_ok(i),
+                    Ok(s) => self
+                        .pool
+                        .failed(i, &format!("probe answered {}", s.as_u16())),
+                    Err(e) => self.pool.failed(i, &format!("probe: {e}")),
+                }
+                (
+                    self.pool.members()[i]
+                        .base
+                        .to_string()
+                        .trim_end_matches('/')
+                        .to_owned(),
+                    r,
+                )
+            })
+            .collect()
+    }
+
+    /// Appends the per-member series to a `/metrics` answer.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.pool.render(out);
+    }
+}
+
+/// The URI of `path_and_query` on a member.
+fn member_uri(base: &Uri, pq: Option<&PathAndQuery>) -> Result<Uri, GateError> {
+    let mut parts = base.clone().into_parts();
+    parts.path_and_query = Some(
+        pq.cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    Uri::from_parts(parts).map_err(|e| GateError::Internal(format!("upstream URI: {e}")))
+}
+
+/// `GET /v2/` on one member, with its own authority as `Host`.
+async fn probe(
+    client: &UpstreamClient,
+    base: &Uri,
+    timeout: Duration,
+) -> Result<http::StatusCode, String> {
+    let mut req = Request::new(crate::error::empty());
+    *req.uri_mut() =
+        member_uri(base, Some(&PathAndQuery::from_static("/v2/"))).map_err(|e| e.to_string())?;
+    if let Some(a) = base.authority()
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        req.headers_mut().insert(header::HOST, v);
+    }
+    match tokio::time::timeout(timeout, client.request(req)).await {
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+        Ok(Err(e)) => Err(upstream_error(&e).to_string()),
+        Ok(Ok(resp)) => Ok(resp.status()),
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A request body lent to one attempt. The client takes it out of the shared slot only when
+/// it first polls it, so after an attempt that failed without polling it, the whole body is
+/// still in the slot for the next attempt, and none of it went out. A body without content
+/// (`end`) is never taken: every attempt sends it.
+struct Lent {
+    slot: Arc<std::sync::Mutex<Option<Body>>>,
+    body: Option<Body>,
+    end: bool,
+    hint: hyper::body::SizeHint,
+}
+
+impl hyper::body::Body for Lent {
+    type Data = bytes::Bytes;
+    type Error = crate::error::BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        if self.end {
+            return Poll::Ready(None);
+        }
+        if self.body.is_none() {
+            let Some(body) = lock(&self.slot).take() else {
+                return Poll::Ready(Some(Err(
+                    "the request body was already sent to another registry member".into(),
+                )));
+            };
+            self.body = Some(body);
+        }
+        match self.body.as_mut() {
+            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.end || self.body.as_ref().is_some_and(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.as_ref().map_or(self.hint, |b| b.size_hint())
     }
 }
 
 /// Names the upstream failure without leaking internals beyond what an operator needs.
-fn upstream_error(e: hyper_util::client::legacy::Error) -> GateError {
+fn upstream_error(e: &hyper_util::client::legacy::Error) -> GateError {
     use std::error::Error as _;
     let mut cause: Option<&dyn std::error::Error> = e.source();
     let mut text = e.to_string();

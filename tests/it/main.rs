@@ -14,6 +14,7 @@ mod cli;
 mod cors_ui;
 mod docker;
 mod e2e_skopeo;
+mod fleet;
 mod htpasswd_cli;
 mod ops;
 mod proxy;

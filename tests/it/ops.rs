@@ -380,6 +380,14 @@ async fn metrics_count_a_known_sequence_of_requests() {
         ),
         // Forwarded: 3 upload steps, 2 blob GETs, the catalog and the manifest HEAD.
         ("registry_gate_upstream_response_seconds_count".into(), 7.0),
+        // The one registry member took those seven.
+        (
+            series_key(
+                "registry_gate_upstream_member_requests_total",
+                &[("member", &registry.addr.to_string())],
+            ),
+            7.0,
+        ),
         // Decisions: the 3 upload steps are pushes; 2 blob GETs and the manifest HEAD pulls.
         (
             "registry_gate_access_decisions_total{action=\"push\",outcome=\"allowed\"}".into(),

@@ -229,9 +229,11 @@ async fn upstream_down_is_a_quick_json_502() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = closed.local_addr().unwrap();
     drop(closed);
+    // upstream_retry = 0: answered at once, not held for a registry to come back (fleet.rs
+    // tests the holding).
     let gate = Gate::start(
         &format!("http://{addr}"),
-        "[timeouts]\nupstream_connect = 2\n",
+        "[timeouts]\nupstream_connect = 2\nupstream_retry = 0\n",
     )
     .await;
     let api = Api::new(&gate, false, Some(ALICE));

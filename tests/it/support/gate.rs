@@ -63,8 +63,14 @@ impl Gate {
         } else {
             "admin_listen = \"\"\n"
         };
+        // A list of registries (`["http://..", ..]`) is written as it is.
+        let upstream = if upstream.starts_with('[') {
+            upstream.to_owned()
+        } else {
+            format!("\"{upstream}\"")
+        };
         let text = format!(
-            "listen = \"127.0.0.1:0\"\n{admin}upstream = \"{upstream}\"\n{top}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n{auth}{sections}\n",
+            "listen = \"127.0.0.1:0\"\n{admin}upstream = {upstream}\n{top}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n{auth}{sections}\n",
             pki.cert.display(),
             pki.key.display(),
         );

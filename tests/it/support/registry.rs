@@ -25,17 +25,34 @@ impl Registry {
 
     /// Starts a registry on `addr` (port 0 picks one), e.g. to replace a stopped one.
     pub fn start_on(addr: SocketAddr) -> Registry {
+        Registry::start_with(addr, None)
+    }
+
+    /// A registry of a fleet: its storage is `store`, shared with the others, and so is the
+    /// `http.secret` every test registry uses, so any of them can continue another's upload.
+    /// SIGTERM drains open requests for up to 10 s ([`Registry::stop_gracefully`]).
+    pub fn start_shared(store: &Path, addr: SocketAddr) -> Registry {
+        Registry::start_with(addr, Some(store))
+    }
+
+    fn start_with(addr: SocketAddr, store: Option<&Path>) -> Registry {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: install Debian's docker-registry package (see .ci/run)"
         );
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config.yml");
+        let root = store.map_or_else(|| dir.path().join("data"), Path::to_owned);
+        let drain = if store.is_some() {
+            "  draintimeout: 10s\n"
+        } else {
+            ""
+        };
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: test-secret\n",
-                dir.path().join("data").display()
+                "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: test-secret\n{drain}",
+                root.display()
             ),
         )
         .unwrap();
@@ -77,6 +94,34 @@ impl Registry {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// SIGTERM, as an orchestrator stops it: it stops listening, finishes the requests it
+    /// has (`draintimeout`, set by [`Registry::start_shared`]) and exits.
+    pub fn stop_gracefully(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// The upload session ids in the request URIs the registry logged.
+    pub fn upload_sessions(&self) -> std::collections::BTreeSet<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l.split("http.request.uri=").nth(1))
+            .filter_map(|uri| uri.split("/blobs/uploads/").nth(1))
+            .map(|rest| {
+                rest.trim_matches('"')
+                    .split(['?', ' ', '"'])
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .filter(|id| !id.is_empty())
+            .collect()
     }
 
     /// How many lines the registry logged so far.
