@@ -220,20 +220,22 @@ mod tests {
         ));
         let time = |user: &str| {
             let start = Instant::now();
-            for _ in 0..5 {
-                t.check(user, b"wrong");
-            }
+            t.check(user, b"wrong");
             start.elapsed()
         };
-        let _ = time("b");
-        let (mut lo, mut hi) = (Duration::MAX, Duration::ZERO);
-        for user in ["b", "a", "s", "nobody"] {
-            let d = time(user);
-            lo = lo.min(d);
-            hi = hi.max(d);
+        // Each user's fastest of several interleaved checks: other load on the machine only
+        // ever adds time, so the minimum is the cost of the work itself.
+        let users = ["b", "a", "s", "nobody"];
+        let mut best = [Duration::MAX; 4];
+        for _ in 0..6 {
+            for (i, user) in users.iter().enumerate() {
+                best[i] = best[i].min(time(user));
+            }
         }
+        let lo = best.iter().min().copied().unwrap_or_default();
+        let hi = best.iter().max().copied().unwrap_or_default();
         // bcrypt-8 alone is ~15 ms; without equal cost, apr1, {SHA} and unknown users would
-        // take well under 1 % of it. Allow generous noise on a shared machine.
-        assert!(hi < lo * 2, "lo {lo:?} hi {hi:?}");
+        // take well under 1 % of it.
+        assert!(hi < lo * 2, "fastest checks per user {best:?}");
     }
 }
