@@ -17,4 +17,5 @@ mod e2e_skopeo;
 mod htpasswd_cli;
 mod ops;
 mod proxy;
+mod robots;
 mod token;
