@@ -655,6 +655,17 @@ allow = ["pull", "push", "delete"]
     }
 
     #[test]
+    fn the_example_rules_file_parses() {
+        let r = Rules::parse(
+            include_str!("../../examples/access.toml"),
+            Path::new("examples/access.toml"),
+        )
+        .unwrap();
+        assert_eq!(r.immutable_line("team-a/app", "v1.2"), Some(21));
+        assert_eq!(r.immutable_line("team-a/app", "latest"), None);
+    }
+
+    #[test]
     fn unknown_users_are_listed() {
         let r = Rules::parse(EXAMPLE, Path::new("a.toml")).unwrap();
         let known = |u: &str| u == "alice" || u == "carol";

@@ -300,7 +300,8 @@ impl Gate {
                     let error = (d.reason == Reason::TokenScope).then_some("insufficient_scope");
                     return Err(self.challenge(ctx, Some("registry:catalog:*".into()), error));
                 }
-                if policy.rules.is_some() {
+                // A key sees only what its grants cover, with or without a rules file.
+                if policy.rules.is_some() || matches!(caller.identity, Identity::Key(_)) {
                     return self
                         .catalog
                         .filtered(

@@ -91,7 +91,11 @@ pub async fn run(gate: Reloadable, mut stop: watch::Receiver<bool>) {
         watched.push(Watched::new(Target::Access, vec![p.to_owned()]));
     }
     if let Some(p) = gate.auth.keys().path() {
-        watched.push(Watched::new(Target::Keys, vec![p.to_owned()]));
+        // Unknown at first, so the pass below reads a keys file written between the gate's
+        // load and this watch (a key added right after start must not wait for a later change).
+        let mut keys = Watched::new(Target::Keys, vec![p.to_owned()]);
+        keys.seen = vec![None];
+        watched.push(keys);
     }
     if let Some(c) = &certs {
         watched.push(Watched::new(
@@ -101,6 +105,8 @@ pub async fn run(gate: Reloadable, mut stop: watch::Receiver<bool>) {
     }
 
     let (tx, mut rx) = mpsc::channel::<()>(1);
+    // One pass once the watch is in place: a change made before it would raise no event.
+    let _ = tx.try_send(());
     let watcher = notify::recommended_watcher(move |_event| {
         let _ = tx.try_send(());
     });

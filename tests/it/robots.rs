@@ -180,6 +180,30 @@ async fn a_key_pushes_its_repositories_only_and_is_refused_once_deleted() {
     assert!(!ok, "podman push to team-b with the key");
     assert!(err.contains("denied") || err.contains("403"), "{err}");
 
+    // `access explain` answers for keys from their own grants.
+    let explain = |repo: &str, action: &str| {
+        let out = std::process::Command::new(GATE_BIN)
+            .args([
+                "access", "explain", "--user", user, "--repo", repo, "--action", action,
+            ])
+            .arg("--config")
+            .arg(&gate.config_path)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, text) = explain("team-a/app", "push");
+    assert!(ok && text.contains("by its own grants"), "{text}");
+    assert!(
+        text.contains("v*, release-* on team-a/** are immutable"),
+        "{text}"
+    );
+    let (ok, text) = explain("team-b/app", "pull");
+    assert!(!ok && text.contains("not granted"), "{text}");
+
     // Audited and counted under its own name.
     let metrics = gate.running.as_ref().unwrap().gate.metrics.render();
     assert!(
@@ -498,5 +522,61 @@ async fn immutable_tags_are_never_moved_or_deleted() {
     assert!(
         text.contains("line 7: tags v*, release-* on team-a/** are immutable"),
         "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_logs_in_with_a_key_and_cannot_move_an_immutable_tag() {
+    use crate::docker::{ensure, load_image};
+    let registry = Registry::start();
+    let (gate, _dir) = gate_with_keys(&registry, "").await;
+    let secret = add_key(
+        &gate,
+        "docker-ci",
+        &["--repos", "team-a/**", "--allow", "pull,push"],
+    );
+    let key_api = Api::new(&gate, false, Some(("key+docker-ci", &secret)));
+    eventually(Duration::from_secs(2), "the key logs in", || async {
+        key_api.send(Method::GET, "/v2/").await.status() == 200
+    })
+    .await;
+    let dockerd = Dockerd::start().await;
+    let docker = dockerd.client();
+    let work = tempfile::tempdir().unwrap();
+    let host = gate.host();
+    load_image(&docker, work.path()).await;
+    let r = docker.login(&host, "key+docker-ci", &secret).await;
+    ensure(&r, "docker login with the key");
+    let v1 = format!("{host}/team-a/app:v1");
+    ensure(&docker.run(&["tag", "src/app:v1", &v1]).await, "tag");
+    ensure(
+        &docker.run(&["push", &v1]).await,
+        "docker push with the key",
+    );
+    let team_b = format!("{host}/team-b/app:v1");
+    ensure(&docker.run(&["tag", "src/app:v1", &team_b]).await, "tag");
+    let r = docker.run(&["push", &team_b]).await;
+    assert!(!r.ok, "the key may not push team-b: {}", r.stdout);
+    assert!(r.stderr.contains("denied"), "{}", r.stderr);
+    // Pushing the same image to v1 again is a retry and works; another image is refused.
+    ensure(
+        &docker.run(&["push", &v1]).await,
+        "docker push of the same v1",
+    );
+    let (archive, _) = docker_archive(&v1, &[tar(&[("x", &random_bytes(1024))])]);
+    let file = work.path().join("other.tar");
+    std::fs::write(&file, archive).unwrap();
+    ensure(
+        &docker
+            .run(&["load", "--input", file.to_str().unwrap()])
+            .await,
+        "load another v1",
+    );
+    let r = docker.run(&["push", &v1]).await;
+    assert!(!r.ok, "moving v1 must fail: {}", r.stdout);
+    assert!(
+        r.stderr.contains("tag v1 of team-a/app is immutable"),
+        "{}",
+        r.stderr
     );
 }
