@@ -74,7 +74,7 @@ fn locate(args: &FileArgs) -> Result<(PathBuf, String), ExitCode> {
         match Config::load(args.config.as_deref(), std::env::vars()) {
             Ok(c) => Some(c),
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {e} (or name the keys file with --file)");
                 return Err(ExitCode::from(EXIT_CONFIG));
             }
         }
@@ -126,13 +126,30 @@ fn describe(id: &KeyIdentity) -> String {
     )
 }
 
-fn print_secret(name: &str, secret: &str, host: &str) {
-    println!("secret (shown only now; the gate keeps only its hash):");
-    println!("  {secret}");
-    println!("log in with:");
-    println!(
-        "  echo '{secret}' | docker login --username '{KEY_PREFIX}{name}' --password-stdin {host}"
+/// Stores `table` and prints `summary` and the secret. The secret exists only in this output:
+/// when it cannot be written (a closed pipe), `before` is stored back, so no key is left whose
+/// secret nobody saw.
+fn save_and_print(
+    path: &Path,
+    table: &KeyTable,
+    before: &KeyTable,
+    summary: &str,
+    name: &str,
+    secret: &str,
+    host: &str,
+) -> Result<(), ExitCode> {
+    use std::io::Write as _;
+    save(path, table)?;
+    let text = format!(
+        "{summary}\nsecret (shown only now; the gate keeps only its hash):\n  {secret}\nlog in with:\n  echo '{secret}' | docker login --username '{KEY_PREFIX}{name}' --password-stdin {host}\n"
     );
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        save(path, before)?;
+        eprintln!("error: cannot print the secret ({e}); key {name:?} was not changed");
+        return Err(ExitCode::from(EXIT_ERROR));
+    }
+    Ok(())
 }
 
 pub fn run(command: Command) -> ExitCode {
@@ -193,16 +210,16 @@ fn try_run(command: Command) -> Result<(), ExitCode> {
                 );
                 return Err(ExitCode::from(EXIT_ERROR));
             }
+            let before = table.clone();
             let id = KeyIdentity::new(&name, repos, actions);
             let grants = describe(&id);
             let secret = table.put(id, now, expires);
-            save(&path, &table)?;
-            println!(
+            let summary = format!(
                 "added access key {name:?} ({grants}; expires {}) to {}",
                 expires.map_or("never".into(), crate::token::rfc3339),
                 path.display()
             );
-            print_secret(&name, &secret, &host);
+            save_and_print(&path, &table, &before, &summary, &name, &secret, &host)?;
         }
         Command::List { file } => {
             let (path, _) = locate(&file)?;
@@ -242,14 +259,14 @@ fn try_run(command: Command) -> Result<(), ExitCode> {
             let expires = old
                 .expires
                 .map(|e| now.saturating_add(e.saturating_sub(old.created)));
+            let before = table.clone();
             let secret = table.put((*old.identity).clone(), now, expires);
-            save(&path, &table)?;
-            println!(
+            let summary = format!(
                 "rotated access key {name:?} ({}; expires {}); the old secret no longer works",
                 describe(&old.identity),
                 expires.map_or("never".into(), crate::token::rfc3339),
             );
-            print_secret(&name, &secret, &host);
+            save_and_print(&path, &table, &before, &summary, &name, &secret, &host)?;
         }
     }
     Ok(())
