@@ -91,6 +91,7 @@ struct FileAuth {
     brake_failures: Option<u32>,
     brake_window: Option<u64>,
     access: Option<PathBuf>,
+    keys: Option<PathBuf>,
     mode: Option<String>,
     service: Option<String>,
     token_key: Option<PathBuf>,
@@ -181,6 +182,7 @@ const ENV_KEYS: &[(&str, &[&str], Kind)] = &[
     ),
     ("AUTH_BRAKE_WINDOW", &["auth", "brake_window"], Kind::Int),
     ("AUTH_ACCESS", &["auth", "access"], Kind::Str),
+    ("AUTH_KEYS", &["auth", "keys"], Kind::Str),
     ("AUTH_MODE", &["auth", "mode"], Kind::Str),
     ("AUTH_SERVICE", &["auth", "service"], Kind::Str),
     ("AUTH_TOKEN_KEY", &["auth", "token_key"], Kind::Str),
@@ -299,6 +301,8 @@ pub struct AuthConfig {
     pub brake_failures: u32,
     pub brake_window: Duration,
     pub access: Option<PathBuf>,
+    /// Access keys for CI (auth/keys.rs); `None`: no keys.
+    pub keys: Option<PathBuf>,
     pub mode: AuthMode,
 }
 
@@ -597,6 +601,7 @@ fn validate(raw: FileConfig, base: &Path, origin: &str) -> Result<Config, Config
         brake_failures: raw.auth.brake_failures.unwrap_or(10),
         brake_window: Duration::from_secs(raw.auth.brake_window.unwrap_or(60).max(1)),
         access: raw.auth.access.map(resolve),
+        keys: raw.auth.keys.map(resolve),
         mode: match raw.auth.mode.as_deref().unwrap_or("basic") {
             "basic" => AuthMode::Basic,
             "token" => AuthMode::Token(TokenConfig {

@@ -89,6 +89,12 @@ fn quote_safe(s: &str) -> String {
 pub enum GateError {
     #[error("authentication required")]
     Unauthorized(Challenge),
+    /// An access key that cannot log in; the message says why (deleted, expired, wrong secret).
+    #[error("{message}")]
+    KeyRefused {
+        challenge: Challenge,
+        message: String,
+    },
     #[error("{0}")]
     Denied(String),
     #[error("too many failed logins, retry later")]
@@ -116,7 +122,9 @@ impl GateError {
     /// The status and registry error code this error is answered with.
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
-            GateError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            GateError::Unauthorized(_) | GateError::KeyRefused { .. } => {
+                (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+            }
             GateError::Denied(_) => (StatusCode::FORBIDDEN, "DENIED"),
             GateError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
             GateError::NameInvalid(_) => (StatusCode::NOT_FOUND, "NAME_INVALID"),
@@ -144,7 +152,7 @@ pub fn to_response(err: &GateError) -> Response<Body> {
     let mut resp = json_error(status, code, &err.to_string());
     let headers = resp.headers_mut();
     match err {
-        GateError::Unauthorized(challenge) => {
+        GateError::Unauthorized(challenge) | GateError::KeyRefused { challenge, .. } => {
             if let Some(v) = challenge.header_value() {
                 headers.insert(header::WWW_AUTHENTICATE, v);
             }

@@ -36,6 +36,11 @@ enum Command {
         #[command(subcommand)]
         action: registry_gate::cli::htpasswd::Command,
     },
+    /// Access keys for CI: add, list, delete, rotate (`[auth] keys`).
+    Key {
+        #[command(subcommand)]
+        action: registry_gate::cli::keys::Command,
+    },
     /// Write a new random signing key for token mode (`[auth] token_key`).
     TokenKey {
         file: PathBuf,
@@ -94,6 +99,7 @@ fn main() -> ExitCode {
         Command::Serve { config, log_format } => serve(config, log_format),
         Command::Check { config } => registry_gate::cli::check::run(config.as_deref()),
         Command::Htpasswd { action } => registry_gate::cli::htpasswd::run(action),
+        Command::Key { action } => registry_gate::cli::keys::run(action),
         Command::TokenKey { file, force } => match registry_gate::token::write_key(&file, force) {
             Ok(()) => {
                 println!("wrote a new token key to {}", file.display());

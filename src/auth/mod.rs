@@ -9,6 +9,7 @@
 pub mod brake;
 pub mod cache;
 pub mod htpasswd;
+pub mod keys;
 pub mod users;
 
 use std::net::IpAddr;
@@ -31,16 +32,24 @@ use users::{UserStore, UsersError};
 pub enum Identity {
     Anonymous,
     User(Arc<str>),
+    /// An access key (auth/keys.rs): it may do what its own grants say, nothing else.
+    Key(Arc<keys::KeyIdentity>),
 }
 
 impl Identity {
     /// The name for logs: the user, or `-`. Control characters, quotes and backslashes are
     /// escaped (`\n`, `\u{1b}`), so no user name can forge a log line.
     pub fn log_name(&self) -> tracing::field::DisplayValue<LogName<'_>> {
-        tracing::field::display(LogName(match self {
+        tracing::field::display(LogName(self.name()))
+    }
+
+    /// The name: the user, `key+NAME` for a key, or `-` for anonymous.
+    pub fn name(&self) -> &str {
+        match self {
             Identity::Anonymous => "-",
             Identity::User(u) => u,
-        }))
+            Identity::Key(k) => k.user_name(),
+        }
     }
 }
 
@@ -123,6 +132,7 @@ pub fn credentials(headers: &HeaderMap) -> Credentials {
 /// Checks credentials against the htpasswd users.
 pub struct Authenticator {
     users: Arc<UserStore>,
+    keys: Arc<keys::KeyStore>,
     cache: CredentialCache,
     brake: Arc<Brake>,
     hash_slots: Arc<Semaphore>,
@@ -131,17 +141,85 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(config: &AuthConfig, metrics: Arc<Metrics>) -> Result<Self, UsersError> {
+    pub fn new(
+        config: &AuthConfig,
+        keys: Arc<keys::KeyStore>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, UsersError> {
         let users = Arc::new(UserStore::load(config.htpasswd.clone())?);
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Ok(Authenticator {
+        let auth = Authenticator {
             users,
+            keys,
             cache: CredentialCache::new(config.cache_ttl),
             brake: Arc::new(Brake::new(config.brake_failures, config.brake_window)),
             hash_slots: Arc::new(Semaphore::new(cores)),
             realm: config.realm.clone(),
             metrics,
-        })
+        };
+        auth.warn_prefixed_users();
+        Ok(auth)
+    }
+
+    /// htpasswd users whose name starts with `key+` cannot log in: such names are keys'.
+    pub fn warn_prefixed_users(&self) {
+        for u in self.users.snapshot().users.keys() {
+            if u.starts_with(keys::KEY_PREFIX) {
+                tracing::warn!(
+                    file = %self.users.path().display(),
+                    user = %LogName(u),
+                    "user names starting with {:?} are access keys; this htpasswd user cannot log in",
+                    keys::KEY_PREFIX
+                );
+            }
+        }
+    }
+
+    pub fn keys(&self) -> &Arc<keys::KeyStore> {
+        &self.keys
+    }
+
+    /// Checks an access key's secret (the Basic user `key+NAME`): one SHA-256 against the keys
+    /// in force now, no cache. Refusals say why (unknown or deleted, expired, wrong secret).
+    pub fn verify_key(
+        &self,
+        name: &str,
+        secret: &[u8],
+        peer: IpAddr,
+    ) -> Result<Identity, GateError> {
+        use crate::ops::metrics::KeyOutcome;
+        let user = format!("{}{name}", keys::KEY_PREFIX);
+        match self.keys.snapshot().check(name, secret, keys::unix_now()) {
+            Ok(id) => {
+                self.metrics.auth_success(false);
+                self.metrics.key_auth(&user, KeyOutcome::Success);
+                Ok(Identity::Key(id))
+            }
+            Err(refusal) => {
+                self.metrics.auth_failure();
+                match &refusal {
+                    keys::KeyRefusal::Unknown(_) => {}
+                    keys::KeyRefusal::Expired { .. } => {
+                        self.metrics.key_auth(&user, KeyOutcome::Expired);
+                    }
+                    keys::KeyRefusal::WrongSecret(_) => {
+                        self.metrics.key_auth(&user, KeyOutcome::WrongSecret);
+                    }
+                }
+                tracing::info!(user = %LogName(&user), client = %peer, "failed login: {refusal}");
+                Err(self.key_refused(&refusal))
+            }
+        }
+    }
+
+    /// The 401 for a refused key, its message naming the reason.
+    pub fn key_refused(&self, refusal: &keys::KeyRefusal) -> GateError {
+        GateError::KeyRefused {
+            challenge: Challenge::Basic {
+                realm: self.realm.clone(),
+            },
+            message: refusal.to_string(),
+        }
     }
 
     /// The 401 this gate answers unauthenticated requests with.
@@ -178,6 +256,9 @@ impl Authenticator {
         password: Vec<u8>,
         peer: IpAddr,
     ) -> Result<Identity, GateError> {
+        if let Some(name) = user.strip_prefix(keys::KEY_PREFIX) {
+            return self.verify_key(name, &password, peer);
+        }
         let table = self.users.snapshot();
         let stored = table.users.get(&user).map(htpasswd::Hash::stored);
         let known = stored.is_some();
@@ -248,11 +329,7 @@ mod tests {
     #[test]
     fn log_names_cannot_forge_lines() {
         let id = Identity::User("eve\n2026-01-01 INFO admin logged in\u{1b}[0m\"".into());
-        let shown = LogName(match &id {
-            Identity::User(u) => u,
-            Identity::Anonymous => "-",
-        })
-        .to_string();
+        let shown = LogName(id.name()).to_string();
         assert!(
             !shown.contains('\n') && !shown.contains('\u{1b}'),
             "{shown}"

@@ -1,7 +1,8 @@
 //! The one policy: every "may this caller do this?" the gate answers, in one pure function.
 //!
 //! Owns: [`Policy::decide`], which combines the access rules (authz/rules.rs), the scopes of a
-//! presented token, mount sources, catalog visibility and read-only admission into a
+//! presented token, an access key's own grants, immutable tags, mount sources, catalog
+//! visibility and read-only admission into a
 //! [`Decision`] that names its reason and, when a rules file decided, the rule's line. The
 //! request pipeline, the token endpoint, the filtered catalog and `access explain` all ask it,
 //! so none restates a part of it. No I/O and no shared state: the caller passes a snapshot of
@@ -100,8 +101,18 @@ pub enum Ask<'a> {
     /// anonymous caller must be granted pull somewhere.
     Catalog,
     /// Whether the rules alone grant `action` on `repo` (a valid name): for catalog entries,
-    /// token scopes being issued, and `access explain`.
+    /// token scopes being issued, and `access explain`. For an access key: its own grants.
     Grant { action: Action, repo: &'a str },
+    /// Moving or deleting tag `tag` of `repo`, which points at `current` now (`None`: no such
+    /// tag) and would point at `new` (`None`: deleted). Asked after the request itself was
+    /// allowed: a tag an `[[immutable]]` entry covers may be created, and pushed again with the
+    /// same digest, but never moved or deleted.
+    Retag {
+        repo: &'a str,
+        tag: &'a str,
+        current: Option<&'a str>,
+        new: Option<&'a str>,
+    },
 }
 
 /// Why a decision went the way it did.
@@ -119,6 +130,12 @@ pub enum Reason {
     ReadOnly,
     /// Not a valid repository name.
     InvalidName,
+    /// An access key's own grants decided (they alone, never the rules).
+    Key,
+    /// An `[[immutable]]` entry decided (its line is in [`Decision::rule`]).
+    Immutable,
+    /// No `[[immutable]]` entry covers the tag.
+    MutableTag,
 }
 
 /// A decision, its reason, and the rule that made it.
@@ -202,6 +219,23 @@ impl Policy<'_> {
                 Decision::deny(Reason::InvalidName)
             }
             Ask::Grant { action, repo } => self.rules_decide(caller.identity, action, repo),
+            Ask::Retag {
+                repo,
+                tag,
+                current,
+                new,
+            } => match self.immutable_line(repo, tag) {
+                None => Decision {
+                    allowed: true,
+                    reason: Reason::MutableTag,
+                    rule: None,
+                },
+                Some(line) => Decision {
+                    allowed: current.is_none() || current == new,
+                    reason: Reason::Immutable,
+                    rule: Some(line),
+                },
+            },
             Ask::MountSource { from } => self.with_token(caller, Action::Pull, from),
             Ask::Request { action, repo, part } => {
                 let d = self.with_token(caller, action, repo);
@@ -229,6 +263,12 @@ impl Policy<'_> {
                     return Decision::deny(Reason::TokenScope);
                 }
                 match (&self.rules, caller.identity) {
+                    // A key lists; what it sees is filtered by its grants.
+                    (_, Identity::Key(_)) => Decision {
+                        allowed: true,
+                        reason: Reason::Key,
+                        rule: None,
+                    },
                     (None, Identity::User(_)) => Decision {
                         allowed: true,
                         reason: Reason::NoRulesFile,
@@ -272,7 +312,32 @@ impl Policy<'_> {
         }
     }
 
+    /// The line of the `[[immutable]]` entry covering `tag` of `repo`, if any: whether a push
+    /// or delete of it needs to know what the tag points at.
+    pub fn immutable_line(&self, repo: &str, tag: &str) -> Option<usize> {
+        self.rules.as_ref()?.immutable_line(repo, tag)
+    }
+
+    /// True when some `[[immutable]]` entry covers tags of `repo`.
+    pub fn has_immutable_tags(&self, repo: &str) -> bool {
+        self.rules
+            .as_ref()
+            .is_some_and(|r| r.has_immutable_tags(repo))
+    }
+
     fn rules_decide(&self, who: &Identity, action: Action, repo: &str) -> Decision {
+        // An access key may do what its own grants say, whatever the rules say of anyone.
+        if let Identity::Key(key) = who {
+            return if key.allows(action, repo) {
+                Decision {
+                    allowed: true,
+                    reason: Reason::Key,
+                    rule: None,
+                }
+            } else {
+                Decision::deny(Reason::NoRule)
+            };
+        }
         match &self.rules {
             Some(rules) => match rules.grant_line(who, action, repo) {
                 Some(line) => Decision {
@@ -288,7 +353,7 @@ impl Policy<'_> {
                     reason: Reason::NoRulesFile,
                     rule: None,
                 },
-                Identity::Anonymous => Decision::deny(Reason::NoRule),
+                Identity::Anonymous | Identity::Key(_) => Decision::deny(Reason::NoRule),
             },
         }
     }
@@ -677,6 +742,183 @@ allow = ["pull", "push", "delete"]
                 "{who:?} {ask:?}"
             );
         }
+    }
+
+    const IMMUTABLE_RULES: &str = r#"
+[[rule]]
+repos = ["**"]
+users = ["alice"]
+allow = ["pull", "push", "delete"]
+
+[[immutable]]
+repos = ["team-a/**"]
+tags = ["v*", "release-*"]
+"#;
+
+    #[test]
+    fn an_access_key_may_do_its_own_grants_and_nothing_more() {
+        use crate::auth::keys::KeyIdentity;
+        let key = Identity::Key(Arc::new(KeyIdentity::new(
+            "ci",
+            vec!["team-a/**".into()],
+            [Pull, Push].into(),
+        )));
+        // Rules that grant everyone everything change nothing for a key; no rules file either.
+        let everything = Rules::parse(
+            "[[rule]]\nrepos = [\"**\"]\nusers = [\"*\", \"anonymous\", \"key+ci\"]\nallow = [\"pull\", \"push\", \"delete\"]\n",
+            Path::new("r.toml"),
+        )
+        .unwrap();
+        for rules in [rules(), Some(Arc::new(everything)), None] {
+            let policy = Policy {
+                rules,
+                read_only: ReadOnly::OFF,
+            };
+            let rows: &[(Ask, bool, Reason)] = &[
+                (Ask::request(Push, "team-a/app"), true, Reason::Key),
+                (Ask::request(Pull, "team-a/x/y"), true, Reason::Key),
+                (Ask::request(Delete, "team-a/app"), false, NoRule),
+                (Ask::request(Pull, "team-b/secret"), false, NoRule),
+                (Ask::request(Pull, "public/x"), false, NoRule),
+                (
+                    Ask::MountSource {
+                        from: "team-b/secret",
+                    },
+                    false,
+                    NoRule,
+                ),
+                (Ask::MountSource { from: "team-a/lib" }, true, Reason::Key),
+                (Ask::Catalog, true, Reason::Key),
+                (
+                    Ask::Grant {
+                        action: Push,
+                        repo: "team-a/app",
+                    },
+                    true,
+                    Reason::Key,
+                ),
+                (
+                    Ask::Grant {
+                        action: Push,
+                        repo: "team-b/app",
+                    },
+                    false,
+                    NoRule,
+                ),
+            ];
+            for (ask, allowed, reason) in rows {
+                let d = policy.decide(Caller::plain(&key), *ask);
+                assert_eq!((d.allowed, d.reason), (*allowed, *reason), "{ask:?}");
+            }
+        }
+        // A token narrows a key as it narrows a user.
+        let policy = Policy {
+            rules: None,
+            read_only: ReadOnly::OFF,
+        };
+        let token = scopes(&["repository:team-a/app:pull"]);
+        let caller = Caller {
+            identity: &key,
+            token: Some(&token),
+        };
+        assert_eq!(
+            policy
+                .decide(caller, Ask::request(Push, "team-a/app"))
+                .reason,
+            TokenScope
+        );
+    }
+
+    #[test]
+    fn immutable_tags_may_be_created_and_repushed_but_not_moved_or_deleted() {
+        let policy = Policy {
+            rules: Some(Arc::new(
+                Rules::parse(IMMUTABLE_RULES, Path::new("r.toml")).unwrap(),
+            )),
+            read_only: ReadOnly::OFF,
+        };
+        let retag = |repo, tag, current, new| Ask::Retag {
+            repo,
+            tag,
+            current,
+            new,
+        };
+        let (a, b) = (Some("sha256:a"), Some("sha256:b"));
+        use Reason::{Immutable, MutableTag};
+        let rows: &[(Ask, bool, Reason, Option<usize>)] = &[
+            (retag("team-a/app", "v1", None, a), true, Immutable, Some(7)),
+            (retag("team-a/app", "v1", a, a), true, Immutable, Some(7)),
+            (retag("team-a/app", "v1", a, b), false, Immutable, Some(7)),
+            (
+                retag("team-a/app", "v1", a, None),
+                false,
+                Immutable,
+                Some(7),
+            ),
+            (
+                retag("team-a/app", "v1", None, None),
+                true,
+                Immutable,
+                Some(7),
+            ),
+            (
+                retag("team-a/x/y", "release-2", a, b),
+                false,
+                Immutable,
+                Some(7),
+            ),
+            // Not covered: another tag, another repository, a pattern needing more.
+            (retag("team-a/app", "latest", a, b), true, MutableTag, None),
+            (retag("team-a/app", "1.0", a, b), true, MutableTag, None),
+            (retag("team-a/app", "release", a, b), true, MutableTag, None),
+            (retag("team-b/app", "v1", a, b), true, MutableTag, None),
+            (retag("team-a", "v1", a, b), true, MutableTag, None),
+        ];
+        let alice = user("alice");
+        for (ask, allowed, reason, rule) in rows {
+            let d = policy.decide(Caller::plain(&alice), *ask);
+            assert_eq!(
+                d,
+                Decision {
+                    allowed: *allowed,
+                    reason: *reason,
+                    rule: *rule
+                },
+                "{ask:?}"
+            );
+        }
+        assert!(policy.has_immutable_tags("team-a/app"));
+        assert!(!policy.has_immutable_tags("team-b/app"));
+        assert_eq!(policy.immutable_line("team-a/app", "v2.0.1"), Some(7));
+        assert_eq!(policy.immutable_line("team-a/app", "xv1"), None);
+        // Without a rules file, no tag is immutable.
+        let none = Policy {
+            rules: None,
+            read_only: ReadOnly::OFF,
+        };
+        assert!(
+            none.decide(Caller::plain(&alice), retag("team-a/app", "v1", a, b))
+                .allowed
+        );
+    }
+
+    #[test]
+    fn immutable_entries_are_checked_with_their_line() {
+        let bad = IMMUTABLE_RULES.replace("\"v*\"", "\"v/*\"");
+        let e = Rules::parse(&bad, Path::new("r.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("r.toml:9:") && e.contains("v/*"), "{e}");
+        let bad = IMMUTABLE_RULES.replace("tags = [\"v*\", \"release-*\"]", "tags = []");
+        let e = Rules::parse(&bad, Path::new("r.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("r.toml:7:"), "{e}");
+        let r = Rules::parse(IMMUTABLE_RULES, Path::new("r.toml")).unwrap();
+        assert_eq!(
+            r.describe_immutable(),
+            ["line 7: tags v*, release-* on team-a/** are immutable"]
+        );
     }
 
     #[test]

@@ -34,6 +34,14 @@ pub fn is_valid_name(name: &str) -> bool {
     name.len() <= MAX_NAME && NAME.is_match(name)
 }
 
+/// True when `pattern` is a usable repository pattern: non-empty, no empty segment.
+pub fn is_valid_pattern(pattern: &str) -> bool {
+    !(pattern.is_empty()
+        || pattern.starts_with('/')
+        || pattern.ends_with('/')
+        || pattern.contains("//"))
+}
+
 /// What a request does to a repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Action {
@@ -74,6 +82,35 @@ struct FileRules {
     groups: BTreeMap<String, Vec<String>>,
     #[serde(default, rename = "rule")]
     rules: Vec<Spanned<FileRule>>,
+    #[serde(default)]
+    immutable: Vec<Spanned<FileImmutable>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileImmutable {
+    repos: Vec<Spanned<String>>,
+    tags: Vec<Spanned<String>>,
+}
+
+/// One `[[immutable]]`: tags matching `tags` in repositories matching `repos` are never moved
+/// or deleted once they exist. Tags are matched as one segment (`*` within it).
+#[derive(Debug, Clone)]
+pub struct Immutable {
+    /// 1-based line of the `[[immutable]]` in the file.
+    pub line: usize,
+    pub repos: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+impl Immutable {
+    fn covers_repo(&self, repo: &str) -> bool {
+        self.repos.iter().any(|p| glob_match(p, repo))
+    }
+
+    fn covers(&self, repo: &str, tag: &str) -> bool {
+        self.covers_repo(repo) && self.tags.iter().any(|p| segment_match(p, tag))
+    }
 }
 
 #[derive(Deserialize)]
@@ -126,6 +163,7 @@ impl Rule {
 pub struct Rules {
     groups: BTreeMap<String, HashSet<String>>,
     rules: Vec<Rule>,
+    immutable: Vec<Immutable>,
 }
 
 /// Why a rules file was refused.
@@ -201,11 +239,7 @@ impl Rules {
             let mut repos = Vec::new();
             for p in &r.repos {
                 let pattern = p.get_ref().trim();
-                if pattern.is_empty()
-                    || pattern.starts_with('/')
-                    || pattern.ends_with('/')
-                    || pattern.contains("//")
-                {
+                if !is_valid_pattern(pattern) {
                     return Err(invalid(
                         p.span().start,
                         format!(
@@ -222,12 +256,65 @@ impl Rules {
                 allow,
             });
         }
+        let mut immutable = Vec::new();
+        for spanned in &file.immutable {
+            let start = spanned.span().start;
+            let entry = spanned.get_ref();
+            if entry.repos.is_empty() || entry.tags.is_empty() {
+                return Err(invalid(
+                    start,
+                    "an immutable entry needs repos and tags".into(),
+                ));
+            }
+            for p in &entry.repos {
+                if !is_valid_pattern(p.get_ref().trim()) {
+                    return Err(invalid(
+                        p.span().start,
+                        format!(
+                            "repository pattern {:?} is not like \"team/*\" or \"team/**\"",
+                            p.get_ref()
+                        ),
+                    ));
+                }
+            }
+            for spanned_tag in &entry.tags {
+                let t = spanned_tag.get_ref().trim();
+                let bad = t.is_empty()
+                    || t.len() > 128
+                    || !t
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '*'));
+                if bad {
+                    return Err(invalid(
+                        spanned_tag.span().start,
+                        format!("tag pattern {t:?}: use tag characters and `*`, like \"v*\""),
+                    ));
+                }
+            }
+            immutable.push(Immutable {
+                line: line_of(text, start),
+                repos: entry
+                    .repos
+                    .iter()
+                    .map(|p| p.get_ref().trim().to_owned())
+                    .collect(),
+                tags: entry
+                    .tags
+                    .iter()
+                    .map(|t| t.get_ref().trim().to_owned())
+                    .collect(),
+            });
+        }
         let groups = file
             .groups
             .into_iter()
             .map(|(g, members)| (g, members.into_iter().collect()))
             .collect();
-        Ok(Rules { groups, rules })
+        Ok(Rules {
+            groups,
+            rules,
+            immutable,
+        })
     }
 
     /// Users named in rules or groups that are not in `known`, for a warning at load.
@@ -276,6 +363,34 @@ impl Rules {
                     allow.join(", "),
                     r.repos.join(", "),
                     r.line
+                )
+            })
+            .collect()
+    }
+
+    /// The line of the first `[[immutable]]` entry covering `tag` in `repo`, if any.
+    pub fn immutable_line(&self, repo: &str, tag: &str) -> Option<usize> {
+        self.immutable
+            .iter()
+            .find(|i| i.covers(repo, tag))
+            .map(|i| i.line)
+    }
+
+    /// True when some `[[immutable]]` entry covers tags of `repo`.
+    pub fn has_immutable_tags(&self, repo: &str) -> bool {
+        self.immutable.iter().any(|i| i.covers_repo(repo))
+    }
+
+    /// The `[[immutable]]` entries, one line each, for `check` and `access explain`.
+    pub fn describe_immutable(&self) -> Vec<String> {
+        self.immutable
+            .iter()
+            .map(|i| {
+                format!(
+                    "line {}: tags {} on {} are immutable",
+                    i.line,
+                    i.tags.join(", "),
+                    i.repos.join(", ")
                 )
             })
             .collect()
@@ -537,6 +652,17 @@ allow = ["pull", "push", "delete"]
             .unwrap_err()
             .to_string();
         assert!(e.contains("repo") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn the_example_rules_file_parses() {
+        let r = Rules::parse(
+            include_str!("../../examples/access.toml"),
+            Path::new("examples/access.toml"),
+        )
+        .unwrap();
+        assert_eq!(r.immutable_line("team-a/app", "v1.2"), Some(21));
+        assert_eq!(r.immutable_line("team-a/app", "latest"), None);
     }
 
     #[test]

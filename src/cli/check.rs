@@ -86,6 +86,13 @@ pub fn run(file: Option<&Path>) -> ExitCode {
                 for line in rules.describe() {
                     println!("  {line}");
                 }
+                let immutable = rules.describe_immutable();
+                if !immutable.is_empty() {
+                    println!("immutable tags: {} entr(ies)", immutable.len());
+                    for line in immutable {
+                        println!("  {line}");
+                    }
+                }
                 for u in rules.unknown_users(&|n| user_names.iter().any(|k| k == n)) {
                     eprintln!(
                         "warning: {}: user {u:?} is not in the htpasswd file",
@@ -99,6 +106,43 @@ pub fn run(file: Option<&Path>) -> ExitCode {
                 problems += 1;
             }
         },
+    }
+    if let Some(path) = &config.auth.keys {
+        match crate::auth::keys::read(path) {
+            Ok(table) => {
+                let now = crate::auth::keys::unix_now();
+                println!(
+                    "access keys: {} from {} (log in as {}NAME)",
+                    table.keys.len(),
+                    path.display(),
+                    crate::auth::keys::KEY_PREFIX
+                );
+                for k in table.keys.values() {
+                    let id = &k.identity;
+                    let allow: Vec<&str> = id.allow.iter().map(|a| a.as_str()).collect();
+                    println!(
+                        "  {}: {} on {}{}",
+                        id.user_name(),
+                        allow.join(", "),
+                        id.repos.join(", "),
+                        if k.expired(now) { " (EXPIRED)" } else { "" }
+                    );
+                }
+                for u in user_names
+                    .iter()
+                    .filter(|u| u.starts_with(crate::auth::keys::KEY_PREFIX))
+                {
+                    eprintln!(
+                        "warning: htpasswd user {u:?} cannot log in: names starting with {:?} are access keys",
+                        crate::auth::keys::KEY_PREFIX
+                    );
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                problems += 1;
+            }
+        }
     }
     if let Some(ui) = &config.ui {
         match crate::http::ui::Ui::load(ui) {
@@ -200,7 +244,7 @@ fn print_grants(rules: &Rules, users: &[String]) {
         let grants = rules.grants_for(&w);
         let name = match &w {
             Identity::Anonymous => "anonymous",
-            Identity::User(u) => u,
+            other => other.name(),
         };
         if grants.is_empty() {
             println!("  {name}: nothing");
@@ -226,6 +270,26 @@ pub fn explain(file: Option<&Path>, user: &str, repo: &str, action: &str) -> Exi
     }
     let who = if user == "anonymous" {
         Identity::Anonymous
+    } else if let Some(name) = user.strip_prefix(crate::auth::keys::KEY_PREFIX) {
+        // A key: its own grants decide, whatever the rules say.
+        let Some(path) = &config.auth.keys else {
+            eprintln!("error: {user:?} is an access key, but the config has no [auth] keys");
+            return ExitCode::from(64);
+        };
+        let table = match crate::auth::keys::read(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match table.current(name, crate::auth::keys::unix_now()) {
+            Ok(key) => Identity::Key(key),
+            Err(refusal) => {
+                println!("denied: {refusal}");
+                return ExitCode::FAILURE;
+            }
+        }
     } else {
         Identity::User(user.into())
     };
@@ -245,7 +309,17 @@ pub fn explain(file: Option<&Path>, user: &str, repo: &str, action: &str) -> Exi
     };
     let d = policy.decide(Caller::plain(&who), Ask::Grant { action, repo });
     let path = rules.as_ref().map(|(_, p)| p.display().to_string());
+    let immutable = rules
+        .as_ref()
+        .map(|(r, _)| r.describe_immutable())
+        .unwrap_or_default();
     match (d.reason, path) {
+        (Reason::Key, _) => println!(
+            "allowed: access key {user} is granted {action} on {repo} by its own grants (keys ignore the rules)"
+        ),
+        (_, _) if matches!(who, Identity::Key(_)) => println!(
+            "denied: access key {user} is not granted {action} on {repo} (keys ignore the rules)"
+        ),
         (Reason::Rule, Some(path)) if d.allowed => println!(
             "allowed: {user} may {action} {repo} by the rule at {path}:{}",
             d.rule.unwrap_or(0)
@@ -256,6 +330,11 @@ pub fn explain(file: Option<&Path>, user: &str, repo: &str, action: &str) -> Exi
         (Reason::InvalidName, _) => println!("denied: {repo:?} is not a valid repository name"),
         (_, Some(path)) => println!("denied: no rule in {path} grants {user} {action} on {repo}"),
         (_, None) => println!("denied: no rules file, so anonymous may do nothing"),
+    }
+    if action == Action::Push || action == Action::Delete {
+        for line in immutable {
+            println!("note: {line}");
+        }
     }
     if d.allowed {
         ExitCode::SUCCESS

@@ -299,6 +299,8 @@ fn check_user(user: &str) -> Result<(), HtpasswdError> {
         "it contains a line break"
     } else if user.trim_start().starts_with('#') {
         "a line starting with '#' is a comment"
+    } else if user.starts_with(crate::auth::keys::KEY_PREFIX) {
+        "names starting with 'key+' are access keys (registry-gate key add)"
     } else {
         return Ok(());
     };

@@ -37,6 +37,7 @@ const DOCUMENTS: &[(&str, &str)] = &[
     ),
     ("docs/access.md", include_str!("../../docs/access.md")),
     ("docs/token.md", include_str!("../../docs/token.md")),
+    ("docs/keys.md", include_str!("../../docs/keys.md")),
     ("docs/ui.md", include_str!("../../docs/ui.md")),
     (
         "docs/garbage-collection.md",

@@ -22,6 +22,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::auth::keys::{self, KeyStore};
 use crate::auth::{self, Authenticator, Credentials, Identity};
 use crate::authz::{self, AccessControl, Action, Ask, Policy, ReadOnly, Reason};
 use crate::body::WithGuard;
@@ -40,9 +41,12 @@ use crate::token::{Claims, Tokens};
 use crate::upstream::Proxy;
 use crate::upstream::catalog::Catalog;
 use crate::upstream::headers::{self, Hop};
+use crate::upstream::tags::{self, TagLocks};
 
 /// Largest `POST /token` form body read.
 const MAX_TOKEN_FORM: usize = 64 * 1024;
+/// Largest manifest the gate reads to push to an immutable tag (the registry's own limit).
+const MAX_MANIFEST: usize = 4 << 20;
 
 /// What the server knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -103,8 +107,11 @@ pub struct Gate {
     ui: Option<Ui>,
     /// The registry's catalog, shared by the filtered answers.
     catalog: Catalog,
-    /// Deadline for a body the gate reads itself (`POST /token`).
+    /// Deadline for a body the gate reads itself (`POST /token`, a manifest for an immutable
+    /// tag).
     body_deadline: Duration,
+    /// Pushes of one tag through this gate are decided one at a time (immutable tags).
+    tag_locks: TagLocks,
 }
 
 /// Why the gate could not be assembled.
@@ -116,6 +123,8 @@ pub enum GateSetupError {
     Upstream(#[from] crate::upstream::UpstreamSetupError),
     #[error(transparent)]
     Access(#[from] crate::authz::AccessError),
+    #[error(transparent)]
+    Keys(#[from] crate::auth::keys::KeysError),
     #[error(transparent)]
     Token(#[from] crate::token::TokenError),
     #[error(transparent)]
@@ -135,7 +144,8 @@ fn route_error(e: RouteError) -> GateError {
 impl Gate {
     pub fn new(config: &Config) -> Result<Self, GateSetupError> {
         let metrics = Arc::new(Metrics::new());
-        let auth = Arc::new(Authenticator::new(&config.auth, metrics.clone())?);
+        let keys = Arc::new(KeyStore::load(config.auth.keys.clone())?);
+        let auth = Arc::new(Authenticator::new(&config.auth, keys, metrics.clone())?);
         let access = Arc::new(AccessControl::load(config.auth.access.clone())?);
         access.warn_unknown_users(&auth.users().snapshot());
         let tokens = match &config.auth.mode {
@@ -156,6 +166,7 @@ impl Gate {
             ui: config.ui.as_ref().map(Ui::load).transpose()?,
             catalog: Catalog::default(),
             body_deadline: config.timeouts.header_read,
+            tag_locks: TagLocks::default(),
         })
     }
 
@@ -289,7 +300,8 @@ impl Gate {
                     let error = (d.reason == Reason::TokenScope).then_some("insufficient_scope");
                     return Err(self.challenge(ctx, Some("registry:catalog:*".into()), error));
                 }
-                if policy.rules.is_some() {
+                // A key sees only what its grants cover, with or without a rules file.
+                if policy.rules.is_some() || matches!(caller.identity, Identity::Key(_)) {
                     return self
                         .catalog
                         .filtered(
@@ -339,20 +351,157 @@ impl Gate {
         // read.
         *req.uri_mut() = http::Uri::try_from(path_and_query)
             .map_err(|e| GateError::Internal(format!("forwarded target: {e}")))?;
-        let resp = self
-            .proxy
-            .forward(
-                req,
-                ctx.host.clone(),
-                hop,
-                log.bytes_in.clone(),
-                log.bytes_out.clone(),
-            )
-            .await?;
+        let (bytes_in, bytes_out) = (log.bytes_in.clone(), log.bytes_out.clone());
+        let resp = match self.immutable_tag(&policy, &reading) {
+            Some(Guarded::Push { repo, tag }) => {
+                // The tag's lock is held until the registry has answered, so a second push of
+                // the same tag through this gate sees what the first one stored.
+                let _lock = self.tag_locks.lock(repo, tag).await;
+                let (parts, body) = req.into_parts();
+                let manifest = self.read_manifest(body).await?;
+                let pushed = tags::digest_of_bytes(&manifest);
+                let current =
+                    tags::current_digest(&self.proxy, ctx.host.as_ref(), repo, tag).await?;
+                let retag = Retag {
+                    repo,
+                    tag,
+                    current: current.as_deref(),
+                    new: Some(&pushed),
+                };
+                self.check_retag(&policy, &caller, retag, ctx)?;
+                let req = Request::from_parts(parts, http_body_util::Full::new(manifest));
+                self.proxy
+                    .forward(req, ctx.host.clone(), hop, bytes_in, bytes_out)
+                    .await?
+            }
+            Some(Guarded::Delete { repo, reference }) => {
+                let host = ctx.host.as_ref();
+                let (tag, current) = if reference.contains(':') {
+                    let covered = |t: &str| policy.immutable_line(repo, t).is_some();
+                    let tag =
+                        tags::covered_tag_at(&self.proxy, host, repo, reference, covered).await?;
+                    (tag, Some(reference.to_owned()))
+                } else {
+                    let current = tags::current_digest(&self.proxy, host, repo, reference).await?;
+                    (Some(reference.to_owned()), current)
+                };
+                if let Some(tag) = &tag {
+                    let retag = Retag {
+                        repo,
+                        tag,
+                        current: current.as_deref(),
+                        new: None,
+                    };
+                    self.check_retag(&policy, &caller, retag, ctx)?;
+                }
+                self.proxy
+                    .forward(req, ctx.host.clone(), hop, bytes_in, bytes_out)
+                    .await?
+            }
+            None => {
+                self.proxy
+                    .forward(req, ctx.host.clone(), hop, bytes_in, bytes_out)
+                    .await?
+            }
+        };
         if write && let Some(step) = push_step(&reading, &resp) {
             self.maintenance.observe(step);
         }
         Ok(resp)
+    }
+
+    /// A manifest push by tag or a manifest delete that an `[[immutable]]` entry may cover.
+    fn immutable_tag<'r>(
+        &self,
+        policy: &Policy<'_>,
+        reading: &'r RegistryRequest,
+    ) -> Option<Guarded<'r>> {
+        let Route::Manifest { name, reference } = &reading.route else {
+            return None;
+        };
+        let by_digest = reference.contains(':');
+        if reading.method == Method::PUT
+            && !by_digest
+            && policy.immutable_line(name, reference).is_some()
+        {
+            return Some(Guarded::Push {
+                repo: name,
+                tag: reference,
+            });
+        }
+        let covered = if by_digest {
+            policy.has_immutable_tags(name)
+        } else {
+            policy.immutable_line(name, reference).is_some()
+        };
+        (reading.method == Method::DELETE && covered).then_some(Guarded::Delete {
+            repo: name,
+            reference,
+        })
+    }
+
+    /// A manifest read whole (it is forwarded as read), within the size limit and deadline.
+    async fn read_manifest(&self, body: Incoming) -> Result<bytes::Bytes, GateError> {
+        let read = http_body_util::Limited::new(body, MAX_MANIFEST).collect();
+        Ok(tokio::time::timeout(self.body_deadline, read)
+            .await
+            .map_err(|_| GateError::BadRequest("manifest body too slow".into()))?
+            .map_err(|_| {
+                GateError::BadRequest(format!(
+                    "manifest larger than {} MiB or broken",
+                    MAX_MANIFEST >> 20
+                ))
+            })?
+            .to_bytes())
+    }
+
+    /// The policy's word on moving or deleting a tag; a refusal is a 403 naming the tag,
+    /// audited and counted.
+    fn check_retag(
+        &self,
+        policy: &Policy<'_>,
+        caller: &Caller,
+        retag: Retag<'_>,
+        ctx: &RequestCtx,
+    ) -> Result<(), GateError> {
+        let Retag {
+            repo,
+            tag,
+            current,
+            new,
+        } = retag;
+        let d = policy.decide(
+            caller.as_policy(),
+            Ask::Retag {
+                repo,
+                tag,
+                current,
+                new,
+            },
+        );
+        if d.allowed {
+            return Ok(());
+        }
+        self.metrics.immutable_refusal();
+        tracing::info!(
+            target: "audit",
+            outcome = "immutable",
+            user = caller.identity.log_name(),
+            action = if new.is_some() { "push" } else { "delete" },
+            repository = repo,
+            object = tag,
+            client = %ctx.client,
+        );
+        let line = d.rule.unwrap_or(0);
+        let current = current.unwrap_or("-");
+        Err(GateError::Denied(match new {
+            Some(new) => format!(
+                "tag {tag} of {repo} is immutable (access rules line {line}): it points at {current} and cannot be moved to {new}"
+            ),
+            None => format!(
+                "tag {tag} of {repo} is immutable (access rules line {line}): the manifest {current} it points at cannot be deleted"
+            ),
+        }))
     }
 
     /// Where this request reached the gate: its host, public origin and, in token mode, the
@@ -462,6 +611,11 @@ impl Gate {
     ) -> Result<Caller, GateError> {
         let as_challenge = |e: GateError| match e {
             GateError::Unauthorized(_) => self.challenge(ctx, None, None),
+            // The mode's challenge, with the key's reason as the message.
+            GateError::KeyRefused { message, .. } => match self.challenge(ctx, None, None) {
+                GateError::Unauthorized(challenge) => GateError::KeyRefused { challenge, message },
+                other => other,
+            },
             other => other,
         };
         match auth::credentials(headers) {
@@ -488,6 +642,21 @@ impl Gate {
                     .map_err(|_| invalid())?;
                 let identity = if claims.sub.is_empty() {
                     Identity::Anonymous
+                } else if let Some(name) = claims.sub.strip_prefix(keys::KEY_PREFIX) {
+                    // A key's token dies with the key: deleted or expired, it is refused now.
+                    match self.auth.keys().snapshot().current(name, keys::unix_now()) {
+                        Ok(key) => Identity::Key(key),
+                        Err(refusal) => {
+                            let challenge = match invalid() {
+                                GateError::Unauthorized(c) => c,
+                                _ => return Err(invalid()),
+                            };
+                            return Err(GateError::KeyRefused {
+                                challenge,
+                                message: refusal.to_string(),
+                            });
+                        }
+                    }
                 } else if self.auth.stored_hash(&claims.sub).is_some() {
                     Identity::User(claims.sub.as_str().into())
                 } else {
@@ -580,6 +749,19 @@ impl Gate {
                 audit("denied");
                 Err(GateError::Denied(format!("{u} may not {action} {repo}")))
             }
+            (_, Identity::Key(k)) => {
+                audit("denied");
+                Err(GateError::Denied(format!(
+                    "access key {} may not {action} {repo}: it is granted {} on {}",
+                    k.name,
+                    k.allow
+                        .iter()
+                        .map(|a| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    k.repos.join(", ")
+                )))
+            }
             (_, Identity::Anonymous) => {
                 audit("denied");
                 let error = caller.token.as_ref().map(|_| "insufficient_scope");
@@ -619,6 +801,23 @@ impl Gate {
         );
         query.remove(&["mount", "from"]);
     }
+}
+
+/// A request an `[[immutable]]` entry may refuse, once the registry says what the tag points at.
+enum Guarded<'r> {
+    /// `PUT /v2/<repo>/manifests/<tag>`.
+    Push { repo: &'r str, tag: &'r str },
+    /// `DELETE /v2/<repo>/manifests/<tag or digest>`.
+    Delete { repo: &'r str, reference: &'r str },
+}
+
+/// A tag change, as asked of the policy.
+#[derive(Clone, Copy)]
+struct Retag<'a> {
+    repo: &'a str,
+    tag: &'a str,
+    current: Option<&'a str>,
+    new: Option<&'a str>,
 }
 
 /// What an answered write tells the read-only switch about a push in flight.

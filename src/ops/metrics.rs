@@ -23,7 +23,13 @@
 //! - `connections_refused_total{reason}`: closed at accept by a `[limits]` cap (`global`,
 //!   `per_client`).
 //! - `tls_handshake_failures_total{reason}`: `error`, `timeout`, or `plain_http` on the TLS port.
-//! - `reloads_total{kind,outcome}`: `users`, `certificate` or `access`, `success` or `failure`.
+//! - `reloads_total{kind,outcome}`: `users`, `certificate`, `access` or `keys`, `success` or
+//!   `failure`.
+//! - `key_auth_total{key,outcome}`: logins and tokens of each access key (`success`, `expired`,
+//!   `wrong_secret`), by the key's name (`key+NAME`); keys that do not exist count only in
+//!   `auth_failures_total`, so the label set is bounded by the keys file. Behind a mutex: one
+//!   short lock per key login.
+//! - `immutable_refusals_total`: tag moves and deletes refused by `[[immutable]]`.
 //! - `certificate_expiry_seconds`: the served certificate's notAfter, unix time.
 
 use std::fmt::Write as _;
@@ -114,9 +120,28 @@ pub enum ReloadKind {
     Users,
     Certificate,
     Access,
+    Keys,
 }
 
-const RELOAD_KINDS: [&str; 3] = ["users", "certificate", "access"];
+const RELOAD_KINDS: [&str; 4] = ["users", "certificate", "access", "keys"];
+
+/// What became of an access key's login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KeyOutcome {
+    Success,
+    Expired,
+    WrongSecret,
+}
+
+impl KeyOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            KeyOutcome::Success => "success",
+            KeyOutcome::Expired => "expired",
+            KeyOutcome::WrongSecret => "wrong_secret",
+        }
+    }
+}
 
 /// Upper bounds of the upstream latency buckets: microseconds and the `le` label.
 const BUCKETS: [(u64, &str); 14] = [
@@ -173,6 +198,8 @@ pub struct Metrics {
     /// `[action: pull, push, delete][0 = allowed, 1 = denied]`
     decisions: [[AtomicU64; 2]; 3],
     read_only_refusals: AtomicU64,
+    immutable_refusals: AtomicU64,
+    key_auth: std::sync::Mutex<std::collections::BTreeMap<(String, KeyOutcome), u64>>,
     connections_active: AtomicI64,
     connections_total: AtomicU64,
     /// `[0 = global cap, 1 = per-client cap]`
@@ -198,6 +225,8 @@ impl Default for Metrics {
             rejected_user_agents: AtomicU64::new(0),
             decisions: Default::default(),
             read_only_refusals: AtomicU64::new(0),
+            immutable_refusals: AtomicU64::new(0),
+            key_auth: std::sync::Mutex::default(),
             connections_active: AtomicI64::new(0),
             connections_total: AtomicU64::new(0),
             connections_refused: Default::default(),
@@ -270,6 +299,17 @@ impl Metrics {
     /// A push or delete refused because the registry is read-only for maintenance.
     pub fn read_only_refusal(&self) {
         inc(&self.read_only_refusals);
+    }
+
+    /// A tag move or delete refused by an `[[immutable]]` entry.
+    pub fn immutable_refusal(&self) {
+        inc(&self.immutable_refusals);
+    }
+
+    /// A login (or token) of the access key named `key` (`key+NAME`).
+    pub fn key_auth(&self, key: &str, outcome: KeyOutcome) {
+        let mut map = self.key_auth.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry((key.to_owned(), outcome)).or_insert(0) += 1;
     }
 
     /// Counts a client connection as open until the returned guard is dropped.
@@ -432,6 +472,32 @@ impl Metrics {
             "Pushes and deletes refused while the registry was read-only for maintenance.",
             load(&self.read_only_refusals),
         );
+        simple(
+            w,
+            "immutable_refusals_total",
+            "counter",
+            "Tag moves and deletes refused because an [[immutable]] entry covers the tag.",
+            load(&self.immutable_refusals),
+        );
+        family(
+            w,
+            "key_auth_total",
+            "counter",
+            "Logins and tokens of each access key, by outcome.",
+        );
+        let keys = self
+            .key_auth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for ((key, outcome), n) in keys {
+            let key = crate::auth::LogName(&key);
+            let _ = writeln!(
+                w,
+                "registry_gate_key_auth_total{{key=\"{key}\",outcome=\"{}\"}} {n}",
+                outcome.label()
+            );
+        }
         family(
             w,
             "connections_active",

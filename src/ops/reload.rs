@@ -1,5 +1,5 @@
-//! Hot reload: noticing that the htpasswd file, the access rules or the certificate changed,
-//! and on SIGHUP.
+//! Hot reload: noticing that the htpasswd file, the access rules, the access keys or the
+//! certificate changed, and on SIGHUP.
 //!
 //! Owns: watching the folders of the files (editors, `mv`, certbot and Kubernetes Secrets
 //! replace a file rather than write it, which ends a watch on the file itself), comparing a
@@ -61,6 +61,7 @@ fn fingerprint(path: &Path) -> Fingerprint {
 enum Target {
     Users,
     Access,
+    Keys,
     Certs,
 }
 
@@ -89,6 +90,13 @@ pub async fn run(gate: Reloadable, mut stop: watch::Receiver<bool>) {
     if let Some(p) = gate.access.path() {
         watched.push(Watched::new(Target::Access, vec![p.to_owned()]));
     }
+    if let Some(p) = gate.auth.keys().path() {
+        // Unknown at first, so the pass below reads a keys file written between the gate's
+        // load and this watch (a key added right after start must not wait for a later change).
+        let mut keys = Watched::new(Target::Keys, vec![p.to_owned()]);
+        keys.seen = vec![None];
+        watched.push(keys);
+    }
     if let Some(c) = &certs {
         watched.push(Watched::new(
             Target::Certs,
@@ -97,6 +105,8 @@ pub async fn run(gate: Reloadable, mut stop: watch::Receiver<bool>) {
     }
 
     let (tx, mut rx) = mpsc::channel::<()>(1);
+    // One pass once the watch is in place: a change made before it would raise no event.
+    let _ = tx.try_send(());
     let watcher = notify::recommended_watcher(move |_event| {
         let _ = tx.try_send(());
     });
@@ -153,6 +163,7 @@ pub async fn run(gate: Reloadable, mut stop: watch::Receiver<bool>) {
                 Target::Users => match gate.auth.reload_users().await {
                     Ok(n) => {
                         tracing::info!(users = n, "reloaded users");
+                        gate.auth.warn_prefixed_users();
                         true
                     }
                     Err(e) => {
@@ -180,6 +191,22 @@ pub async fn run(gate: Reloadable, mut stop: watch::Receiver<bool>) {
                         false
                     }
                 },
+                Target::Keys => match blocking({
+                    let keys = gate.auth.keys().clone();
+                    move || keys.reload()
+                })
+                .await
+                .unwrap_or(Ok(0))
+                {
+                    Ok(n) => {
+                        tracing::info!(keys = n, "reloaded access keys");
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!("access keys not reloaded, keeping the previous ones: {e}");
+                        false
+                    }
+                },
                 Target::Certs => match certs.clone().map(|c| async move {
                     let store = c.clone();
                     (c, blocking(move || store.reload()).await)
@@ -203,6 +230,7 @@ pub async fn run(gate: Reloadable, mut stop: watch::Receiver<bool>) {
             let kind = match w.target {
                 Target::Users => ReloadKind::Users,
                 Target::Access => ReloadKind::Access,
+                Target::Keys => ReloadKind::Keys,
                 Target::Certs => ReloadKind::Certificate,
             };
             gate.metrics.reload(kind, ok);

@@ -121,8 +121,11 @@ pub async fn answer(
         }
         _ => false,
     });
+    // A key's tokens name it `key+NAME`; checked again on every use (http/service.rs), so
+    // they die with the key. Keys get no refresh tokens: they log in with their secret.
     let sub = match &identity {
         Identity::User(u) => u.to_string(),
+        Identity::Key(k) => k.user_name().to_owned(),
         Identity::Anonymous => String::new(),
     };
     let (token, claims) = tokens.access_token(&sub, this_service, granted);

@@ -171,14 +171,18 @@ impl Proxy {
     /// sent as `Host` because the registry builds upload `Location` URLs from it.
     ///
     /// `bytes_in` and `bytes_out` count the request and response bodies as they flow.
-    pub async fn forward(
+    pub async fn forward<B>(
         &self,
-        req: Request<Incoming>,
+        req: Request<B>,
         host: Option<HeaderValue>,
         hop: Hop,
         bytes_in: Arc<AtomicU64>,
         bytes_out: Arc<AtomicU64>,
-    ) -> Result<Response<Body>, GateError> {
+    ) -> Result<Response<Body>, GateError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<crate::error::BodyError>,
+    {
         let (mut parts, body) = req.into_parts();
         parts.headers.remove(header::HOST);
         if let Some(host) = host {
@@ -297,12 +301,30 @@ impl Proxy {
         host: Option<&HeaderValue>,
         limit: usize,
     ) -> Result<(http::StatusCode, http::HeaderMap, bytes::Bytes), GateError> {
+        self.fetch_with(http::Method::GET, path_and_query, host, None, limit)
+            .await
+    }
+
+    /// Like [`Proxy::fetch`] with a method and an `Accept` field (a `HEAD` of a manifest).
+    pub async fn fetch_with(
+        &self,
+        method: http::Method,
+        path_and_query: &str,
+        host: Option<&HeaderValue>,
+        accept: Option<&'static str>,
+        limit: usize,
+    ) -> Result<(http::StatusCode, http::HeaderMap, bytes::Bytes), GateError> {
         let pq = PathAndQuery::try_from(path_and_query)
             .map_err(|e| GateError::Internal(format!("upstream path: {e}")))?;
         let mut req = Request::new(());
+        *req.method_mut() = method;
         *req.uri_mut() = Uri::from(pq);
         if let Some(h) = host {
             req.headers_mut().insert(header::HOST, h.clone());
+        }
+        if let Some(a) = accept {
+            req.headers_mut()
+                .insert(header::ACCEPT, HeaderValue::from_static(a));
         }
         let (parts, ()) = req.into_parts();
         let (resp, _in_flight) = self.send(&parts, crate::error::empty()).await?;

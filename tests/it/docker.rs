@@ -13,7 +13,7 @@ fn layers() -> Vec<Vec<u8>> {
 }
 
 /// Loads a fresh image into the daemon as `src/app:v1`; returns its image ID.
-async fn load_image(docker: &Docker, work: &std::path::Path) -> String {
+pub(crate) async fn load_image(docker: &Docker, work: &std::path::Path) -> String {
     let (archive, id) = docker_archive("src/app:v1", &layers());
     let file = work.join("image.tar");
     std::fs::write(&file, archive).unwrap();
@@ -29,7 +29,7 @@ async fn load_image(docker: &Docker, work: &std::path::Path) -> String {
     id
 }
 
-fn ensure(r: &Ran, what: &str) {
+pub(crate) fn ensure(r: &Ran, what: &str) {
     assert!(r.ok, "{what} failed:\n{}\n{}", r.stdout, r.stderr);
 }
 

@@ -18,5 +18,6 @@ mod fleet;
 mod htpasswd_cli;
 mod ops;
 mod proxy;
+mod robots;
 mod soak;
 mod token;
