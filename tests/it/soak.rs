@@ -330,6 +330,8 @@ async fn soak() {
     println!("RSS samples (s, KiB): {samples:?}");
     assert!(!log.contains("panicked"), "the gate panicked:\n{log}");
     assert_eq!(get(&counts.corrupt), 0, "a pull came back different");
+    // The registry restart is held by `upstream_retry`: no round trip may fail.
+    assert_eq!(get(&counts.round_trip_failures), 0, "round trips failed");
     assert!(get(&counts.round_trips) > 0);
     assert_eq!(
         get(&counts.flood_other),
