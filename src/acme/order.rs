@@ -45,6 +45,8 @@ pub enum OrderError {
     Tls(#[from] rustls::Error),
     #[error("no system CA certificates could be loaded and [acme] ca is not set")]
     NoRoots,
+    #[error("TLS-ALPN-01 challenge certificate: {0}")]
+    ChallengeCert(#[source] rustls::Error),
     #[error("key or certificate generation: {0}")]
     Rcgen(#[from] rcgen::Error),
     #[error("authorization for {name} is {status:?}")]
@@ -329,10 +331,14 @@ pub fn alpn_challenge_cert(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
     let cert = params.self_signed(&key)?;
     let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let pair = CertifiedKey::from_der(
+    // Not `CertifiedKey::from_der`: its key check parses the certificate with webpki, which
+    // refuses the critical acmeIdentifier extension. The key was made for this certificate.
+    let signing_key = crate::net::tls::provider()
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(OrderError::ChallengeCert)?;
+    Ok(Arc::new(CertifiedKey::new(
         vec![cert.der().clone()],
-        key_der,
-        &crate::net::tls::provider(),
-    )?;
-    Ok(Arc::new(pair))
+        signing_key,
+    )))
 }
