@@ -126,6 +126,13 @@ impl Cache {
         })
     }
 
+    /// The folder as it is, created or changed by nothing (for `check`).
+    pub fn existing(dir: &Path) -> Cache {
+        Cache {
+            dir: dir.to_owned(),
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

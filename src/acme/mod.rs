@@ -188,7 +188,7 @@ impl Acme {
                 }
                 Ok(Err(e)) => {
                     failures = failures.saturating_add(1);
-                    self.log_failure(&e.to_string(), failures);
+                    self.log_failure(&error_chain(&e), failures);
                 }
                 Err(_) => {
                     failures = failures.saturating_add(1);
@@ -230,4 +230,20 @@ impl Acme {
             ),
         }
     }
+}
+
+/// An error and its causes, `a: b: c`, each cause left out when the text already holds it
+/// (hyper's "client error (Connect)" alone does not say "connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
 }

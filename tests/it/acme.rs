@@ -205,11 +205,8 @@ async fn http_01_from_an_empty_cache_and_the_plain_port_only_redirects() {
     );
 
     // Everything else on the plain port is a redirect, never the registry.
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .unwrap();
+    // Redirects are not followed; the client's TLS side is unused on http://.
+    let client = pebble.pki.client(false);
     let r = client
         .get(format!("http://localhost:{http_port}/v2/_catalog?n=5"))
         .basic_auth(ALICE.0, Some(ALICE.1))

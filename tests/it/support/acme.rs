@@ -75,7 +75,7 @@ impl Pebble {
         let dir = tempfile::tempdir().unwrap();
         let dns = free_port();
         let challtest_management = free_port();
-        let mut challtestsrv = Command::new("/usr/bin/pebble-challtestsrv")
+        let challtestsrv = Command::new("/usr/bin/pebble-challtestsrv")
             .args(["-dns01", &format!("127.0.0.1:{dns}")])
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
             .args(["-management", &format!("127.0.0.1:{challtest_management}")])
@@ -229,5 +229,8 @@ pub fn client_config_for(root_pem: &str) -> Arc<rustls::ClientConfig> {
     .with_root_certificates(roots)
     .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // A resumed session reports the certificate of the session it resumes: every connection
+    // does a full handshake, so it sees the certificate served now.
+    config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
 }
