@@ -50,8 +50,10 @@ struct FileConfig {
     admin_token: Option<PathBuf>,
     block_old_clients: Option<bool>,
     trusted_proxies: Option<Vec<String>>,
+    acme_http_listen: Option<String>,
     #[serde(default)]
     tls: FileTls,
+    acme: Option<FileAcme>,
     #[serde(default)]
     auth: FileAuth,
     #[serde(default)]
@@ -80,6 +82,16 @@ enum OneOrMany {
 struct FileTls {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAcme {
+    domains: Option<Vec<String>>,
+    contact: Option<String>,
+    directory: Option<String>,
+    cache: Option<PathBuf>,
+    ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -172,6 +184,12 @@ const ENV_KEYS: &[(&str, &[&str], Kind)] = &[
     ("TRUSTED_PROXIES", &["trusted_proxies"], Kind::List),
     ("TLS_CERT", &["tls", "cert"], Kind::Str),
     ("TLS_KEY", &["tls", "key"], Kind::Str),
+    ("ACME_HTTP_LISTEN", &["acme_http_listen"], Kind::Str),
+    ("ACME_DOMAINS", &["acme", "domains"], Kind::List),
+    ("ACME_CONTACT", &["acme", "contact"], Kind::Str),
+    ("ACME_DIRECTORY", &["acme", "directory"], Kind::Str),
+    ("ACME_CACHE", &["acme", "cache"], Kind::Str),
+    ("ACME_CA", &["acme", "ca"], Kind::Str),
     ("AUTH_HTPASSWD", &["auth", "htpasswd"], Kind::Str),
     ("AUTH_REALM", &["auth", "realm"], Kind::Str),
     ("AUTH_CACHE_TTL", &["auth", "cache_ttl"], Kind::Int),
@@ -265,6 +283,11 @@ pub struct Config {
     /// Peers whose `Forwarded` / `X-Forwarded-*` headers are kept.
     pub trusted_proxies: Vec<IpAddr>,
     pub tls: Option<TlsPaths>,
+    /// Certificates from an ACME CA instead of `tls` (the two exclude each other).
+    pub acme: Option<AcmeConfig>,
+    /// Plain-HTTP listener answering ACME HTTP-01 challenges and redirecting everything else
+    /// to `https://` (it never serves the registry).
+    pub acme_http_listen: Option<SocketAddr>,
     pub auth: AuthConfig,
     pub timeouts: Timeouts,
     pub limits: Limits,
@@ -289,6 +312,25 @@ pub struct Upstream {
 pub struct TlsPaths {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// Let's Encrypt's production directory, the default of `[acme] directory`.
+pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (untrusted certificates, generous rate limits).
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    /// The names the certificate is for (DNS names, no wildcards: no DNS-01 here).
+    pub domains: Vec<String>,
+    /// `mailto:` URL given to the CA for expiry notices, if any.
+    pub contact: Option<String>,
+    /// The ACME directory URL (`https://`).
+    pub directory: String,
+    /// Folder for the account key and the certificate (created 0700, files 0600).
+    pub cache: PathBuf,
+    /// Extra PEM CA bundle trusted for the ACME server (private CAs, tests).
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -509,6 +551,15 @@ fn validate(raw: FileConfig, base: &Path, origin: &str) -> Result<Config, Config
         }
     };
     let listen = addr("listen", raw.listen)?;
+    // `":80"` is accepted for all IPv4 interfaces, as the ACME docs of other servers write it.
+    let acme_http_listen = addr(
+        "acme_http_listen",
+        raw.acme_http_listen
+            .map(|s| match s.trim().strip_prefix(':') {
+                Some(port) => format!("0.0.0.0:{port}"),
+                None => s,
+            }),
+    )?;
     let plain_listen = addr("plain_listen", raw.plain_listen)?;
     let admin_listen = addr(
         "admin_listen",
@@ -585,9 +636,26 @@ fn validate(raw: FileConfig, base: &Path, origin: &str) -> Result<Config, Config
         (None, None) => None,
         _ => return Err(invalid("[tls] needs both cert and key".into())),
     };
-    if listen.is_some() && tls.is_none() {
+    let acme = match raw.acme {
+        None => None,
+        Some(_) if tls.is_some() => {
+            return Err(invalid(
+                "[acme] and [tls] cert/key exclude each other: the certificate comes either from \
+                 files or from the ACME CA; remove one of them"
+                    .into(),
+            ));
+        }
+        Some(a) => Some(acme_config(a, &resolve, &invalid)?),
+    };
+    if listen.is_some() && tls.is_none() && acme.is_none() {
         return Err(invalid(
-            "listen serves TLS and needs [tls] cert and key (use plain_listen behind a TLS load balancer)"
+            "listen serves TLS and needs [tls] cert and key or [acme] (use plain_listen behind a TLS load balancer)"
+                .into(),
+        ));
+    }
+    if acme.is_some() && listen.is_none() {
+        return Err(invalid(
+            "[acme] needs listen: the certificate is served there (and TLS-ALPN-01 answered)"
                 .into(),
         ));
     }
@@ -731,6 +799,8 @@ fn validate(raw: FileConfig, base: &Path, origin: &str) -> Result<Config, Config
         block_old_clients: raw.block_old_clients.unwrap_or(true),
         trusted_proxies,
         tls,
+        acme,
+        acme_http_listen,
         auth,
         timeouts,
         limits,
@@ -762,6 +832,95 @@ fn parse_upstream(text: &str) -> Result<Uri, String> {
         ));
     }
     Ok(uri)
+}
+
+/// Checks `[acme]`: at least one DNS name, an `https://` directory, a cache folder.
+fn acme_config(
+    a: FileAcme,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    invalid: &dyn Fn(String) -> ConfigError,
+) -> Result<AcmeConfig, ConfigError> {
+    let mut domains = Vec::new();
+    for d in a.domains.unwrap_or_default() {
+        let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
+        if !is_dns_name(&d) {
+            return Err(invalid(format!(
+                "[acme] domains: {d:?} is not a DNS name like \"registry.example.com\" (no wildcards, no IP addresses)"
+            )));
+        }
+        if !domains.contains(&d) {
+            domains.push(d);
+        }
+    }
+    if domains.is_empty() {
+        return Err(invalid(
+            "[acme] domains needs at least one name, e.g. [\"registry.example.com\"]".into(),
+        ));
+    }
+    let contact = match a.contact.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(c) => {
+            let email = c.strip_prefix("mailto:").unwrap_or(c);
+            match email.split_once('@') {
+                Some((user, host))
+                    if !user.is_empty()
+                        && host.contains('.')
+                        && !email.contains(char::is_whitespace) =>
+                {
+                    Some(format!("mailto:{email}"))
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "[acme] contact: {c:?} is not an email address"
+                    )));
+                }
+            }
+        }
+    };
+    let directory = a
+        .directory
+        .map(|d| d.trim().to_owned())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| LETS_ENCRYPT_PRODUCTION.to_owned());
+    match directory.parse::<Uri>() {
+        Ok(uri) if uri.scheme_str() == Some("https") && uri.authority().is_some() => {}
+        _ => {
+            return Err(invalid(format!(
+                "[acme] directory: {directory:?} is not an https:// URL (Let's Encrypt: {LETS_ENCRYPT_PRODUCTION})"
+            )));
+        }
+    }
+    let cache = a
+        .cache
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or_else(|| {
+            invalid(
+                "[acme] cache is required: a folder for the account key and the certificate".into(),
+            )
+        })?;
+    Ok(AcmeConfig {
+        domains,
+        contact,
+        directory,
+        cache: resolve(cache),
+        ca: a.ca.filter(|p| !p.as_os_str().is_empty()).map(resolve),
+    })
+}
+
+/// A DNS name of letters, digits and hyphens in dot-separated labels (RFC 1123), not an IP.
+fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.parse::<IpAddr>().is_err()
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// `scheme://host[:port]` with nothing after it.
@@ -920,6 +1079,78 @@ htpasswd = "htpasswd"
         let f = write("listen = \"nope\"\nupstream = \"http://x:1\"\n");
         let err = Config::load(Some(f.path()), []).unwrap_err().to_string();
         assert!(err.contains("listen"), "{err}");
+    }
+
+    const ACME: &str = r#"
+listen = "127.0.0.1:5443"
+upstream = "http://127.0.0.1:5000"
+[acme]
+domains = ["Registry.Example.com.", "registry.example.com", "b.example"]
+cache = "acme"
+[auth]
+htpasswd = "htpasswd"
+"#;
+
+    #[test]
+    fn acme_defaults_and_checks() {
+        let f = write(ACME);
+        let c = Config::load(Some(f.path()), []).unwrap();
+        let a = c.acme.unwrap();
+        assert_eq!(a.domains, ["registry.example.com", "b.example"]);
+        assert_eq!(a.directory, LETS_ENCRYPT_PRODUCTION);
+        assert_eq!(a.cache, f.path().parent().unwrap().join("acme"));
+        assert_eq!((a.contact, a.ca), (None, None));
+        assert!(c.tls.is_none() && c.acme_http_listen.is_none());
+
+        let env = [
+            ("REGISTRY_GATE_ACME_CONTACT", "ops@example.com"),
+            ("REGISTRY_GATE_ACME_HTTP_LISTEN", ":80"),
+            ("REGISTRY_GATE_ACME_DIRECTORY", LETS_ENCRYPT_STAGING),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let c = Config::load(Some(f.path()), env).unwrap();
+        assert_eq!(c.acme_http_listen, Some("0.0.0.0:80".parse().unwrap()));
+        let a = c.acme.unwrap();
+        assert_eq!(a.contact.as_deref(), Some("mailto:ops@example.com"));
+        assert_eq!(a.directory, LETS_ENCRYPT_STAGING);
+
+        for (text, needle) in [
+            (
+                format!("{MINIMAL}\n[acme]\ndomains = [\"a.example\"]\ncache = \"c\"\n"),
+                "exclude each other",
+            ),
+            (
+                ACME.replace("\"b.example\"", "\"*.example\""),
+                "not a DNS name",
+            ),
+            (
+                ACME.replace("\"b.example\"", "\"10.0.0.1\""),
+                "not a DNS name",
+            ),
+            (
+                ACME.replace("cache = \"acme\"", "contact = \"nobody\"\ncache = \"acme\""),
+                "not an email",
+            ),
+            (
+                ACME.replace(
+                    "cache = \"acme\"",
+                    "directory = \"http://ca.example/dir\"\ncache = \"acme\"",
+                ),
+                "https://",
+            ),
+            (ACME.replace("cache = \"acme\"\n", ""), "cache is required"),
+            (
+                ACME.replace(
+                    "listen = \"127.0.0.1:5443\"",
+                    "plain_listen = \"127.0.0.1:8080\"",
+                ),
+                "[acme] needs listen",
+            ),
+        ] {
+            let f = write(&text);
+            let err = Config::load(Some(f.path()), []).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! [`start`] assembles the parts from a [`config::Config`] and binds the listeners;
 //! [`run`] adds signal handling around it. Each module owns one concern; see its header.
 
+pub mod acme;
 pub mod auth;
 pub mod authz;
 pub mod body;
@@ -36,6 +37,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Setup(#[from] GateSetupError),
+    #[error(transparent)]
+    Acme(#[from] acme::AcmeError),
     #[error("{setting} {addr}: {}", bind_reason(source))]
     Bind {
         setting: &'static str,
@@ -113,14 +116,34 @@ pub fn read_admin_token(path: &std::path::Path) -> Result<String, StartError> {
 
 /// Loads everything the config names, binds the listeners and starts serving.
 pub async fn start(config: &Config) -> Result<Running, StartError> {
-    let certs = match &config.tls {
-        Some(paths) => Some(Arc::new(CertStore::load(paths.clone())?)),
-        None => None,
+    let certs = match (&config.tls, &config.acme) {
+        (Some(paths), _) => Some(Arc::new(CertStore::load(paths.clone())?)),
+        (None, Some(acme)) => Some(Arc::new(CertStore::for_acme(acme.cache.clone()))),
+        (None, None) => None,
     };
     let gate = Arc::new(Gate::new(config)?);
-    if let Some(store) = &certs {
-        reload::certificate_in_force(store, &gate.metrics, "loaded certificate");
-    }
+    let acme = match (&config.acme, &certs) {
+        (Some(acme), Some(store)) => {
+            // HTTP-01 when the operator gave it a port, else TLS-ALPN-01 on the TLS listener.
+            let kind = if config.acme_http_listen.is_some() {
+                acme::ChallengeKind::Http01
+            } else {
+                acme::ChallengeKind::TlsAlpn01
+            };
+            Some(acme::Acme::prepare(
+                acme,
+                store.clone(),
+                kind,
+                gate.metrics.clone(),
+            )?)
+        }
+        _ => {
+            if let Some(store) = &certs {
+                reload::certificate_in_force(store, &gate.metrics, "loaded certificate");
+            }
+            None
+        }
+    };
 
     let tls = match (config.listen, &certs) {
         (Some(addr), Some(store)) => {
@@ -137,6 +160,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
             );
             Some(bind("plain_listen", addr).await?)
         }
+        None => None,
+    };
+    let acme_http = match config.acme_http_listen {
+        Some(addr) => Some(bind("acme_http_listen", addr).await?),
         None => None,
     };
     let tls_addr = tls.as_ref().and_then(|(l, _)| l.local_addr().ok());
@@ -161,6 +188,25 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
         },
         stop_rx.clone(),
     ));
+    let acme_http_addr = acme_http.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(listener) = acme_http {
+        let tokens = acme.as_ref().map(acme::Acme::tokens).unwrap_or_default();
+        let redirect = match &config.public_url {
+            Some(origin) => acme::http01::RedirectTo::Origin(origin.clone()),
+            None => acme::http01::RedirectTo::SameHost {
+                tls_port: tls_addr.map_or(443, |a| a.port()),
+            },
+        };
+        tokio::spawn(acme::http01::serve(
+            listener,
+            tokens,
+            redirect,
+            stop_rx.clone(),
+        ));
+    }
+    if let Some(acme) = acme {
+        tokio::spawn(acme.run(stop_rx.clone()));
+    }
     let server = tokio::spawn(server::serve(
         server::Listeners { tls, plain },
         gate.clone(),
@@ -180,6 +226,9 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     }
     if let Some(a) = plain_addr {
         tracing::info!(listen = %a, upstream = %config.upstream.members[0], "serving plain HTTP");
+    }
+    if let Some(a) = acme_http_addr {
+        tracing::info!(acme_http_listen = %a, "serving ACME HTTP-01 challenges and redirects to https://");
     }
     if let Some(a) = admin_addr {
         tracing::info!(admin_listen = %a, "serving /metrics, /healthz, /readyz and /admin/read-only");

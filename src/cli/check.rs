@@ -42,6 +42,9 @@ pub fn run(file: Option<&Path>) -> ExitCode {
             }
         }
     }
+    if let Some(acme) = &config.acme {
+        problems += acme_report(acme, config.acme_http_listen.is_some());
+    }
     let mut user_names: Vec<String> = Vec::new();
     match users::read(&config.auth.htpasswd) {
         Ok((table, parsed)) => {
@@ -344,6 +347,47 @@ pub fn explain(file: Option<&Path>, user: &str, repo: &str, action: &str) -> Exi
 }
 
 /// Prints the leaf's subject and expiry; returns 1 when it has expired or cannot be read.
+/// `[acme]`: names, challenge, CA, and what the cache holds (read only, the CA is not asked).
+fn acme_report(acme: &crate::config::AcmeConfig, http01: bool) -> usize {
+    println!(
+        "acme: {} through {} from {}",
+        acme.domains.join(", "),
+        if http01 {
+            "http-01 on acme_http_listen"
+        } else {
+            "tls-alpn-01 on listen"
+        },
+        acme.directory
+    );
+    // Read only: `check` creates and changes nothing.
+    match crate::acme::cache::Cache::existing(&acme.cache).certificate() {
+        Err(e) => {
+            eprintln!("error: [acme] cache: {e}");
+            1
+        }
+        Ok(None) => {
+            println!(
+                "acme cache {}: no certificate yet; `serve` orders one at start (TLS serves nothing until then)",
+                acme.cache.display()
+            );
+            0
+        }
+        Ok(Some(c)) => {
+            println!(
+                "acme cache {}: certificate for {}",
+                acme.cache.display(),
+                c.names.join(", ")
+            );
+            if !c.covers(&acme.domains) {
+                eprintln!(
+                    "warning: the cached certificate does not name every domain; `serve` orders a new one"
+                );
+            }
+            certificate_expiry(&c.pair.cert[0])
+        }
+    }
+}
+
 fn certificate_expiry(leaf: &rustls_pki_types::CertificateDer<'_>) -> usize {
     let info = match crate::net::tls::leaf_info(leaf) {
         Ok(info) => info,

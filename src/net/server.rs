@@ -204,6 +204,13 @@ async fn serve_tls(
             return;
         }
     };
+    // A TLS-ALPN-01 validation only needs the handshake (RFC 8737 §3): close, serve nothing.
+    if tls.get_ref().1.alpn_protocol() == Some(crate::net::tls::ACME_TLS_ALPN) {
+        tracing::debug!(client = %peer, "answered an ACME TLS-ALPN-01 validation");
+        let mut tls = tls;
+        let _ = tls.shutdown().await;
+        return;
+    }
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let info = ConnInfo { peer, tls: true };
     serve_http(TokioIo::new(tls), h2, info, gate, &protocols, watcher).await;

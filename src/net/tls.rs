@@ -5,9 +5,13 @@
 //! `ServerConfig` (TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`), and [`CertStore`], a
 //! resolver whose pair can be replaced for new connections without touching open ones.
 //! A pair that fails to load never replaces a good one. Also reads the leaf's subject and
-//! notAfter (x509-parser) for the logs, the metrics and `check`. Does not own: watching the files
-//! (ops/reload.rs) or accepting connections (net/server.rs).
+//! notAfter (x509-parser) for the logs, the metrics and `check`. With ACME the store starts
+//! empty (handshakes fail with an alert until a certificate is set) and also answers TLS-ALPN-01
+//! (RFC 8737): a ClientHello offering only `acme-tls/1` gets the challenge certificate published
+//! for its SNI name, or nothing. Does not own: watching the files (ops/reload.rs), obtaining
+//! certificates (acme/) or accepting connections (net/server.rs).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -140,7 +144,7 @@ pub fn leaf_info(der: &CertificateDer<'_>) -> Result<LeafInfo, LeafInfoError> {
 
 /// Unix seconds as RFC 3339 UTC (days to civil date: H. Hinnant, "chrono-Compatible Low-Level
 /// Date Algorithms", `civil_from_days`).
-fn utc_text(unix: i64) -> String {
+pub fn utc_text(unix: i64) -> String {
     let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -159,11 +163,25 @@ fn utc_text(unix: i64) -> String {
     )
 }
 
+/// The ALPN protocol of TLS-ALPN-01 validation connections (RFC 8737 §6.2).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Where a store's certificate comes from.
+#[derive(Debug, Clone)]
+pub enum CertSource {
+    /// `[tls] cert` and `key`, reloaded when they change.
+    Files(TlsPaths),
+    /// Set by the ACME client (acme/), kept in this cache folder.
+    Acme { cache: PathBuf },
+}
+
 /// The serving certificate, replaceable at run time.
 #[derive(Debug)]
 pub struct CertStore {
-    paths: TlsPaths,
-    current: RwLock<Arc<CertifiedKey>>,
+    source: CertSource,
+    current: RwLock<Option<Arc<CertifiedKey>>>,
+    /// TLS-ALPN-01 challenge certificates by lower-case server name (ACME only).
+    alpn_challenges: RwLock<HashMap<String, Arc<CertifiedKey>>>,
 }
 
 impl CertStore {
@@ -171,54 +189,118 @@ impl CertStore {
     pub fn load(paths: TlsPaths) -> Result<Self, TlsError> {
         let pair = load_pair(&paths)?;
         Ok(CertStore {
-            paths,
-            current: RwLock::new(pair),
+            source: CertSource::Files(paths),
+            current: RwLock::new(Some(pair)),
+            alpn_challenges: RwLock::default(),
         })
     }
 
-    /// The files this store reads.
-    pub fn paths(&self) -> &TlsPaths {
-        &self.paths
+    /// A store for ACME: empty until [`CertStore::set`] is called.
+    pub fn for_acme(cache: PathBuf) -> Self {
+        CertStore {
+            source: CertSource::Acme { cache },
+            current: RwLock::new(None),
+            alpn_challenges: RwLock::default(),
+        }
+    }
+
+    /// The files this store reads (`None` for ACME).
+    pub fn paths(&self) -> Option<&TlsPaths> {
+        match &self.source {
+            CertSource::Files(paths) => Some(paths),
+            CertSource::Acme { .. } => None,
+        }
+    }
+
+    /// Whether TLS-ALPN-01 challenges are answered (ACME stores).
+    pub fn is_acme(&self) -> bool {
+        matches!(self.source, CertSource::Acme { .. })
+    }
+
+    /// Where the certificate comes from, for the logs: a file or the ACME cache folder.
+    pub fn describe(&self) -> String {
+        match &self.source {
+            CertSource::Files(paths) => paths.cert.display().to_string(),
+            CertSource::Acme { cache } => format!("ACME cache {}", cache.display()),
+        }
     }
 
     /// Reads the files again; on success new connections get the new pair, on failure the
-    /// previous pair stays.
+    /// previous pair stays. Nothing to read for ACME stores.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let pair = load_pair(&self.paths)?;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = pair;
+        let CertSource::Files(paths) = &self.source else {
+            return Ok(());
+        };
+        let pair = load_pair(paths)?;
+        self.set(pair);
         Ok(())
     }
 
-    /// The leaf certificate currently served (DER).
-    pub fn leaf(&self) -> CertificateDer<'static> {
+    /// Serves `pair` on new connections; open connections keep theirs.
+    pub fn set(&self, pair: Arc<CertifiedKey>) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(pair);
+    }
+
+    /// The leaf certificate currently served (DER), if any.
+    pub fn leaf(&self) -> Option<CertificateDer<'static>> {
         let pair = self.current.read().unwrap_or_else(|e| e.into_inner());
-        pair.cert[0].clone()
+        pair.as_ref().map(|p| p.cert[0].clone())
     }
 
     /// Subject and notAfter of the leaf currently served.
     pub fn leaf_info(&self) -> Result<LeafInfo, LeafInfoError> {
-        leaf_info(&self.leaf())
+        match self.leaf() {
+            Some(leaf) => leaf_info(&leaf),
+            None => Err(LeafInfoError("no certificate yet".into())),
+        }
+    }
+
+    /// Publishes (`Some`) or withdraws (`None`) the TLS-ALPN-01 certificate for `name`.
+    pub fn set_alpn_challenge(&self, name: &str, cert: Option<Arc<CertifiedKey>>) {
+        let mut map = self
+            .alpn_challenges
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        match cert {
+            Some(c) => map.insert(name.to_ascii_lowercase(), c),
+            None => map.remove(&name.to_ascii_lowercase()),
+        };
     }
 }
 
 impl ResolvesServerCert for CertStore {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // RFC 8737 §3: the validation client offers exactly `acme-tls/1`; only then, and only
+        // for a name with a pending challenge, is the challenge certificate served.
+        let mut alpn = hello.alpn().into_iter().flatten();
+        if self.is_acme() && alpn.next() == Some(ACME_TLS_ALPN) && alpn.next().is_none() {
+            let name = hello.server_name()?.to_ascii_lowercase();
+            return self
+                .alpn_challenges
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        )
+                .get(&name)
+                .cloned();
+        }
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
-/// The rustls server config: TLS 1.2 and 1.3, ALPN h2 then http/1.1, certificates from `store`.
+/// The rustls server config: TLS 1.2 and 1.3, ALPN h2 then http/1.1 (then `acme-tls/1` for an
+/// ACME store, which only a validation client offers), certificates from `store`.
 pub fn server_config(store: Arc<CertStore>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let acme = store.is_acme();
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(store);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if acme {
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
     // Stateless tickets let docker, podman and skopeo, which open a connection per request,
     // resume sessions instead of doing a full handshake every time.
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
@@ -306,13 +388,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = pair_files(dir.path(), "a");
         let store = CertStore::load(a.clone()).unwrap();
-        let before = store.leaf();
+        let before = store.leaf().unwrap();
         std::fs::write(&a.key, "garbage").unwrap();
         assert!(store.reload().is_err());
-        assert_eq!(store.leaf(), before);
+        assert_eq!(store.leaf().unwrap(), before);
         let fresh = pair_files(dir.path(), "a");
         store.reload().unwrap();
-        assert_ne!(store.leaf(), before);
+        assert_ne!(store.leaf().unwrap(), before);
         assert_eq!(fresh.cert, a.cert);
     }
 }

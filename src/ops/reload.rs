@@ -28,17 +28,13 @@ pub fn certificate_in_force(store: &CertStore, metrics: &Metrics, event: &str) {
         Ok(info) => info,
         Err(e) => {
             metrics.set_certificate_expiry(None);
-            tracing::warn!(cert = %store.paths().cert.display(), "{event}; {e}");
+            tracing::warn!(cert = %store.describe(), "{event}; {e}");
             return;
         }
     };
     metrics.set_certificate_expiry(Some(info.not_after));
     let days_left = info.days_left(crate::net::tls::unix_now());
-    let (cert, subject, not_after) = (
-        store.paths().cert.display(),
-        &info.subject,
-        info.not_after_utc(),
-    );
+    let (cert, subject, not_after) = (store.describe(), &info.subject, info.not_after_utc());
     if days_left < 0 {
         tracing::error!(%cert, %subject, %not_after, "{event}, which has EXPIRED");
     } else if days_left < crate::net::tls::EXPIRY_WARNING_DAYS {
@@ -97,10 +93,11 @@ pub async fn run(gate: Reloadable, mut stop: watch::Receiver<bool>) {
         keys.seen = vec![None];
         watched.push(keys);
     }
-    if let Some(c) = &certs {
+    // An ACME store is renewed by acme/, not read from files.
+    if let Some(paths) = certs.as_ref().and_then(|c| c.paths()) {
         watched.push(Watched::new(
             Target::Certs,
-            vec![c.paths().cert.clone(), c.paths().key.clone()],
+            vec![paths.cert.clone(), paths.key.clone()],
         ));
     }
 

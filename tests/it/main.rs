@@ -6,6 +6,7 @@ mod support;
 
 mod abuse;
 mod access;
+mod acme;
 mod attack;
 mod auth;
 mod authz;

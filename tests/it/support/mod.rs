@@ -4,6 +4,7 @@
 //! module says `use crate::support::*;`.
 #![allow(dead_code)]
 
+mod acme;
 mod clients;
 mod container_tools;
 mod fixtures;
@@ -13,6 +14,7 @@ mod pki;
 mod registry;
 mod wait;
 
+pub use acme::*;
 pub use clients::*;
 pub use container_tools::*;
 pub use fixtures::*;
