@@ -10,6 +10,9 @@
 
 # --- build: a static musl binary ---------------------------------------------------------------
 # Rust 1.88 or newer (edition 2024, let chains).
+# TLS uses aws-lc-rs: aws-lc-sys compiles AWS-LC with the C compiler (musl-gcc from musl-tools;
+# its builder ships x86_64-unknown-linux-musl bindings, so neither cmake, clang nor Go is needed).
+# Not verified on the development machine, which has neither docker nor the musl target.
 FROM rust:1-slim-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools \

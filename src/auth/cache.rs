@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ring::hmac;
+use aws_lc_rs::hmac;
 use tokio::sync::OnceCell;
 
 /// An HMAC tag standing for one (user, password, stored hash) triple.
@@ -30,7 +30,7 @@ pub struct CredentialCache {
 impl CredentialCache {
     /// A cache whose entries live `ttl`; a zero `ttl` remembers nothing (checks still merge).
     pub fn new(ttl: Duration) -> Self {
-        let rng = ring::rand::SystemRandom::new();
+        let rng = aws_lc_rs::rand::SystemRandom::new();
         let key =
             hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("the system random source works");
         CredentialCache {

@@ -208,7 +208,7 @@ impl Hash {
 }
 
 fn sha1(parts: &[&[u8]]) -> Vec<u8> {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
     for p in parts {
         ctx.update(p);
     }
@@ -216,7 +216,7 @@ fn sha1(parts: &[&[u8]]) -> Vec<u8> {
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
     let mut out = [0; 32];
     out.copy_from_slice(d.as_ref());
     out

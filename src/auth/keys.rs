@@ -160,7 +160,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 /// SHA-256 of a secret.
 pub fn hash_secret(secret: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, secret);
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret);
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
@@ -188,7 +188,7 @@ fn parse_hash(text: &str) -> Option<[u8; 32]> {
 /// A new secret: `rgk_` and 256 random bits, base64url.
 pub fn new_secret() -> String {
     let mut bytes = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+    aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut bytes)
         .expect("the system random source works");
     format!("{SECRET_PREFIX}{}", B64URL.encode(bytes))
 }

@@ -113,7 +113,7 @@ pub fn read(path: &Path) -> Result<(UserTable, Parsed), UsersError> {
 /// A bcrypt hash of a random password at `cost`.
 fn dummy_bcrypt(cost: u32) -> Hash {
     let mut secret = [0u8; 18];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+    aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut secret)
         .expect("the system random source works");
     let hash = bcrypt::hash(secret, cost).expect("cost is within 4..=31");
     Hash::Bcrypt(hash)

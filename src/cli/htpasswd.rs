@@ -16,7 +16,7 @@ use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use ring::rand::{SecureRandom as _, SystemRandom};
+use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 
 use crate::auth::htpasswd::{self, Hash};
 

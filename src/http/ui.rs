@@ -307,7 +307,7 @@ fn whole_seconds(t: SystemTime) -> SystemTime {
 
 /// A strong validator: the first 128 bits of the SHA-256 of the bytes served.
 fn etag_of(body: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, body);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
     let mut tag = String::from("\"");
     for b in &digest.as_ref()[..16] {
         let _ = write!(tag, "{b:02x}");

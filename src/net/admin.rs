@@ -63,7 +63,7 @@ impl WriteGuard {
 }
 
 fn digest(s: &str) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes());
     let mut out = [0; 32];
     out.copy_from_slice(d.as_ref());
     out

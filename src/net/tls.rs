@@ -55,7 +55,7 @@ pub enum TlsError {
 
 /// The crypto provider used everywhere (explicit, so a second provider in the graph is harmless).
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// Loads and checks a certificate chain and its key.
@@ -303,7 +303,7 @@ pub fn server_config(store: Arc<CertStore>) -> Result<Arc<rustls::ServerConfig>,
     }
     // Stateless tickets let docker, podman and skopeo, which open a connection per request,
     // resume sessions instead of doing a full handshake every time.
-    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     Ok(Arc::new(config))
 }
 

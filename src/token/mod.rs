@@ -1,6 +1,6 @@
 //! The registry token flow (distribution "token authentication"), served by the gate itself.
 //!
-//! Owns: signing and checking tokens (a JWT, HS256 with ring's HMAC, key from `[auth]
+//! Owns: signing and checking tokens (a JWT, HS256 with aws-lc-rs's HMAC, key from `[auth]
 //! token_key`, so replicas sharing the key accept each other's tokens), scopes
 //! (`repository:<name>:<actions>`, `registry:catalog:*`), the `/token` endpoint (`GET` with
 //! optional Basic credentials; `POST` with the OAuth2 `password` and `refresh_token` grants),
@@ -14,9 +14,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as B64URL};
-use ring::hmac;
 use serde::{Deserialize, Serialize};
 
 use crate::authz::Grant;
@@ -157,7 +157,8 @@ impl Tokens {
     ) -> Claims {
         let t = now();
         let mut jti = [0u8; 16];
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut jti);
+        let _ =
+            aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut jti);
         Claims {
             iss: ISSUER.into(),
             sub: sub.into(),
@@ -278,7 +279,7 @@ pub fn write_key(path: &Path, force: bool) -> Result<(), std::io::Error> {
         ));
     }
     let mut key = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+    aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut key)
         .map_err(|_| std::io::Error::other("no system randomness"))?;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()

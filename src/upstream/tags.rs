@@ -32,7 +32,7 @@ const MAX_TAG_LIST: usize = 4 << 20;
 
 /// `sha256:<hex>` of `bytes`.
 pub fn digest_of_bytes(bytes: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
     d.as_ref().iter().fold(String::from("sha256:"), |mut s, b| {
         let _ = write!(s, "{b:02x}");
         s

@@ -208,13 +208,13 @@ fn forge(key_file: &std::path::Path, claims: &serde_json::Value) -> String {
     let key = STANDARD
         .decode(std::fs::read_to_string(key_file).unwrap().trim())
         .unwrap();
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key);
     let input = format!(
         "{}.{}",
         B64URL.encode(br#"{"alg":"HS256","typ":"JWT"}"#),
         B64URL.encode(claims.to_string())
     );
-    let sig = ring::hmac::sign(&key, input.as_bytes());
+    let sig = aws_lc_rs::hmac::sign(&key, input.as_bytes());
     format!("{input}.{}", B64URL.encode(sig.as_ref()))
 }
 

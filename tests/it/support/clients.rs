@@ -14,7 +14,7 @@ impl Pki {
             .add(rustls::pki_types::CertificateDer::from(self.ca_der.clone()))
             .unwrap();
         let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
+            rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()

@@ -3,14 +3,14 @@
 use std::path::Path;
 
 pub fn sha256_hex(data: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Incompressible bytes.
 pub fn random_bytes(n: usize) -> Vec<u8> {
     let mut v = vec![0u8; n];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut v).unwrap();
+    aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut v).unwrap();
     v
 }
 

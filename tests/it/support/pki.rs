@@ -76,7 +76,7 @@ impl Pki {
         let spki = rcgen::PublicKeyData::subject_public_key_info(&leaf_key);
         self.leaf_spki_sha256 = base64::Engine::encode(
             &base64::engine::general_purpose::STANDARD,
-            ring::digest::digest(&ring::digest::SHA256, &spki),
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &spki),
         );
         let chain = format!("{}{}", leaf.pem(), self.ca_pem);
         write_atomic(cert, chain.as_bytes());

@@ -1,0 +1,1 @@
+"""registry-gate benchmark helpers; bench/run is the entry point."""
