@@ -14,6 +14,7 @@ pub mod http;
 pub mod net;
 pub mod ops;
 pub mod query;
+pub mod time;
 pub mod token;
 pub mod upstream;
 

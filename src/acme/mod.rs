@@ -23,9 +23,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::AcmeConfig;
-use crate::net::tls::{CertStore, unix_now};
+use crate::net::tls::CertStore;
 use crate::ops::metrics::Metrics;
 use crate::ops::reload::certificate_in_force;
+use crate::time::unix_now;
 use cache::{CERTIFICATE_FILE, Cache, CacheError, Cached};
 pub use order::{ChallengeKind, Http01Tokens};
 
@@ -126,7 +127,7 @@ impl Acme {
         self.store.set(cached.pair.clone());
         certificate_in_force(&self.store, &self.metrics, event);
         tracing::info!(
-            renew_at = %crate::net::tls::utc_text(renew_at(cached.not_before, cached.not_after)),
+            renew_at = %crate::time::rfc3339(renew_at(cached.not_before, cached.not_after)),
             "ACME renewal scheduled"
         );
         self.current = Some(cached);

@@ -285,7 +285,7 @@ impl KeyTable {
         {
             return Err(KeyRefusal::Expired {
                 name: name.to_owned(),
-                at: crate::token::rfc3339(at),
+                at: crate::time::rfc3339(at),
             });
         }
         Ok(key.identity.clone())
@@ -297,7 +297,7 @@ impl KeyTable {
             None => Err(KeyRefusal::Unknown(name.to_owned())),
             Some(k) if k.expired(now) => Err(KeyRefusal::Expired {
                 name: name.to_owned(),
-                at: crate::token::rfc3339(k.expires.unwrap_or(0)),
+                at: crate::time::rfc3339(k.expires.unwrap_or(0)),
             }),
             Some(k) => Ok(k.identity.clone()),
         }
@@ -326,10 +326,10 @@ impl KeyTable {
                 list(id.repos.iter().map(String::as_str).collect()),
                 list(id.allow.iter().map(|a| a.as_str()).collect()),
                 k.created,
-                crate::token::rfc3339(k.created),
+                crate::time::rfc3339(k.created),
             );
             if let Some(e) = k.expires {
-                let _ = writeln!(out, "expires = {e}  # {}", crate::token::rfc3339(e));
+                let _ = writeln!(out, "expires = {e}  # {}", crate::time::rfc3339(e));
             }
         }
         out
@@ -426,9 +426,7 @@ impl KeyStore {
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    u64::try_from(crate::time::unix_now()).unwrap_or(0)
 }
 
 /// Parses a lifetime like `90d`, `12h`, `30m`, `3600s` or `3600` (seconds).

@@ -396,7 +396,7 @@ fn certificate_expiry(leaf: &rustls_pki_types::CertificateDer<'_>) -> usize {
             return 1;
         }
     };
-    let days = info.days_left(crate::net::tls::unix_now());
+    let days = info.days_left(crate::time::unix_now());
     println!(
         "certificate: {}, expires {} ({days} days left)",
         info.subject,

@@ -216,7 +216,7 @@ fn try_run(command: Command) -> Result<(), ExitCode> {
             let secret = table.put(id, now, expires);
             let summary = format!(
                 "added access key {name:?} ({grants}; expires {}) to {}",
-                expires.map_or("never".into(), crate::token::rfc3339),
+                expires.map_or("never".into(), crate::time::rfc3339),
                 path.display()
             );
             save_and_print(&path, &table, &before, &summary, &name, &secret, &host)?;
@@ -234,8 +234,8 @@ fn try_run(command: Command) -> Result<(), ExitCode> {
                     KEY_PREFIX,
                     k.identity.name,
                     describe(&k.identity),
-                    crate::token::rfc3339(k.created),
-                    k.expires.map_or("never".into(), crate::token::rfc3339),
+                    crate::time::rfc3339(k.created),
+                    k.expires.map_or("never".into(), crate::time::rfc3339),
                 );
             }
         }
@@ -264,7 +264,7 @@ fn try_run(command: Command) -> Result<(), ExitCode> {
             let summary = format!(
                 "rotated access key {name:?} ({}; expires {}); the old secret no longer works",
                 describe(&old.identity),
-                expires.map_or("never".into(), crate::token::rfc3339),
+                expires.map_or("never".into(), crate::time::rfc3339),
             );
             save_and_print(&path, &table, &before, &summary, &name, &secret, &host)?;
         }

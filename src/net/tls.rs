@@ -93,13 +93,6 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 /// A certificate with fewer days left than this is warned about (log and `check`).
 pub const EXPIRY_WARNING_DAYS: i64 = 14;
 
-/// Now, in unix seconds.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 /// What the logs, the metrics and `check` say about a certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeafInfo {
@@ -112,7 +105,7 @@ pub struct LeafInfo {
 impl LeafInfo {
     /// notAfter as RFC 3339 UTC, e.g. `2026-08-01T12:00:00Z`.
     pub fn not_after_utc(&self) -> String {
-        utc_text(self.not_after)
+        crate::time::rfc3339(self.not_after)
     }
 
     /// Whole days from `now` (unix seconds) to notAfter; negative once expired.
@@ -140,27 +133,6 @@ pub fn leaf_info(der: &CertificateDer<'_>) -> Result<LeafInfo, LeafInfoError> {
         subject,
         not_after: cert.validity().not_after.timestamp(),
     })
-}
-
-/// Unix seconds as RFC 3339 UTC (days to civil date: H. Hinnant, "chrono-Compatible Low-Level
-/// Date Algorithms", `civil_from_days`).
-pub fn utc_text(unix: i64) -> String {
-    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
 }
 
 /// The ALPN protocol of TLS-ALPN-01 validation connections (RFC 8737 §6.2).
@@ -372,15 +344,6 @@ mod tests {
         assert_eq!(info.days_left(info.not_after - 86_400 * 3 - 1), 3);
         assert_eq!(info.days_left(info.not_after + 1), -1);
         assert!(leaf_info(&CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])).is_err());
-    }
-
-    #[test]
-    fn utc_text_matches_known_dates() {
-        assert_eq!(utc_text(0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc_text(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(utc_text(1_767_225_599), "2025-12-31T23:59:59Z");
-        assert_eq!(utc_text(-1), "1969-12-31T23:59:59Z");
-        assert_eq!(utc_text(67_090_118_400), "4096-01-01T00:00:00Z");
     }
 
     #[test]

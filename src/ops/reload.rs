@@ -33,7 +33,7 @@ pub fn certificate_in_force(store: &CertStore, metrics: &Metrics, event: &str) {
         }
     };
     metrics.set_certificate_expiry(Some(info.not_after));
-    let days_left = info.days_left(crate::net::tls::unix_now());
+    let days_left = info.days_left(crate::time::unix_now());
     let (cert, subject, not_after) = (store.describe(), &info.subject, info.not_after_utc());
     if days_left < 0 {
         tracing::error!(%cert, %subject, %not_after, "{event}, which has EXPIRED");

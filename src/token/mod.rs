@@ -203,34 +203,12 @@ pub fn token_response(token: &str, claims: &Claims, refresh: Option<&str>) -> se
         "token": token,
         "access_token": token,
         "expires_in": claims.exp.saturating_sub(claims.iat),
-        "issued_at": rfc3339(claims.iat),
+        "issued_at": crate::time::rfc3339(claims.iat),
     });
     if let Some(r) = refresh {
         v["refresh_token"] = serde_json::Value::String(r.to_owned());
     }
     v
-}
-
-/// Unix seconds as an RFC 3339 UTC timestamp (`2026-12-03T08:00:00Z`).
-pub fn rfc3339(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
 }
 
 /// Narrows requested scopes to what `allowed(kind, name, action)` grants; drops empty ones.
@@ -385,12 +363,5 @@ mod tests {
         let got = intersect(&req, |_, name, action| name == "a" || action == "nothing");
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].actions, ["delete", "pull", "push"]);
-    }
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_796_285_045), "2026-12-03T08:04:05Z");
     }
 }
