@@ -7,24 +7,16 @@
 //! `public_url` when set). It never forwards to the registry and never asks for credentials, so
 //! nothing secret travels in clear text. Does not own: the tokens (order.rs).
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::order::Http01Tokens;
 
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-const DRAIN: Duration = Duration::from_secs(2);
 const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
 /// Where redirects point.
@@ -41,42 +33,20 @@ pub async fn serve(
     listener: TcpListener,
     tokens: Arc<Http01Tokens>,
     redirect: RedirectTo,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let mut h1 = http1::Builder::new();
-    h1.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(64 * 1024)
-        .keep_alive(false);
-    let graceful = GracefulShutdown::new();
     let redirect = Arc::new(redirect);
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.wait_for(|s| *s) => break,
-            r = listener.accept() => r,
-        };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
-            Err(e) => {
-                tracing::warn!("acme_http_listen accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let (tokens, redirect) = (tokens.clone(), redirect.clone());
-        let service = service_fn(move |req| {
+    crate::net::side_listener::serve(
+        listener,
+        "acme_http_listen",
+        false,
+        move |req| {
             let resp = answer(&tokens, &redirect, &req);
-            async move { Ok::<_, Infallible>(resp) }
-        });
-        let conn = graceful.watch(h1.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("acme_http_listen connection ended: {e}");
-            }
-        });
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+            async move { resp }
+        },
+        stop,
+    )
+    .await;
 }
 
 /// The answer to one request: a challenge, or a redirect.

@@ -1,7 +1,7 @@
 //! The admin listener: plain HTTP/1.1 for operators and monitoring, on `admin_listen`
 //! (default 127.0.0.1:9095; an empty value turns it off).
 //!
-//! Owns: its accept loop (an accept error is logged and retried), the routes, and stopping with
+//! Owns: the routes and the write guard (net/side_listener.rs runs the listener), and stopping with
 //! the gate. Routes: `GET /metrics` (Prometheus text), `GET /healthz` (200 "ok" while the process
 //! serves), `GET /readyz` (200 when the registry answers `GET /v2/`, else 503), and
 //! `/admin/read-only` (GET status, POST switch). No TLS: bind it to loopback or a private network.
@@ -16,29 +16,18 @@
 //! use any `Host`, for use beyond loopback.
 //! Does not own: the metrics themselves (ops/metrics.rs) or the upstream check (upstream/proxy.rs).
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::http::service::Gate;
 use crate::ops::maintenance;
 use crate::ops::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
-
-/// Admin requests are small; a client that takes longer to send its head is cut off.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long open admin connections may finish after the gate is told to stop.
-const DRAIN: Duration = Duration::from_secs(2);
 
 /// The header every admin write must carry, and its value.
 pub const CLI_HEADER: &str = "x-registry-gate";
@@ -127,40 +116,19 @@ pub async fn serve(
     listener: TcpListener,
     gate: Arc<Gate>,
     guard: WriteGuard,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let mut h1 = http1::Builder::new();
-    h1.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(64 * 1024);
-    let graceful = GracefulShutdown::new();
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.wait_for(|s| *s) => break,
-            r = listener.accept() => r,
-        };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
-            Err(e) => {
-                tracing::warn!("admin accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let (gate, guard) = (gate.clone(), guard.clone());
-        let service = service_fn(move |req| {
+    super::side_listener::serve(
+        listener,
+        "admin_listen",
+        true,
+        move |req| {
             let (gate, guard) = (gate.clone(), guard.clone());
-            async move { Ok::<_, Infallible>(route(&gate, &guard, req).await) }
-        });
-        let conn = graceful.watch(h1.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("admin connection ended: {e}");
-            }
-        });
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+            async move { route(&gate, &guard, req).await }
+        },
+        stop,
+    )
+    .await;
 }
 
 /// One `match` from method and path to the answer.

@@ -5,4 +5,5 @@
 pub mod admin;
 pub mod limits;
 pub mod server;
+pub mod side_listener;
 pub mod tls;
