@@ -490,32 +490,16 @@ async fn read_only_lets_a_push_in_flight_finish_and_gc_keeps_referenced_blobs() 
     assert_eq!(try_action(&carol, "delete", "team-a/app").await, 405);
 
     // The push in flight completes: its open session, then its manifest.
-    let digest = format!("sha256:{}", sha256_hex(&layer));
-    let r = alice
-        .req(Method::PUT, &format!("{location}&digest={digest}"))
-        .body(layer.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": layer.len()}],
-    });
-    let r = alice
-        .req(Method::PUT, "/v2/team-a/app/manifests/v1")
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let manifest = r.headers()["docker-content-digest"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let layer_len = layer.len();
+    let digest = alice.finish_upload(&location, layer).await;
+    let manifest = alice
+        .put_manifest(
+            "team-a/app",
+            "v1",
+            (&config_digest, config.len()),
+            &[(&digest, layer_len)],
+        )
+        .await;
     let blobs = [config_digest, digest];
     let out = tokio::time::timeout(Duration::from_secs(60), on)
         .await

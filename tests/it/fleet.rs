@@ -332,28 +332,16 @@ async fn read_only_on_every_gate_waits_for_a_push_in_flight_and_gc_keeps_its_blo
     }
 
     // The push in flight finishes through gate 1.
-    let digest = format!("sha256:{}", sha256_hex(&layer));
-    let r = alice1
-        .req(Method::PUT, &format!("{location}&digest={digest}"))
-        .body(layer.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": layer.len()}],
-    });
-    let r = alice1
-        .req(Method::PUT, "/v2/team/gc/manifests/v1")
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    let layer_len = layer.len();
+    let digest = alice1.finish_upload(&location, layer).await;
+    alice1
+        .put_manifest(
+            "team/gc",
+            "v1",
+            (&config_digest, config.len()),
+            &[(&digest, layer_len)],
+        )
+        .await;
     let out = tokio::time::timeout(Duration::from_secs(60), on)
         .await
         .unwrap()

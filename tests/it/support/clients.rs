@@ -134,22 +134,52 @@ impl Api {
                 .to_vec();
         let config_len = config.len();
         let config_digest = self.push_blob(repo, config).await;
-        let mut layer_descs = Vec::new();
         let mut digests = Vec::new();
+        let mut lens = Vec::new();
         for l in layers {
-            let len = l.len();
-            let d = self.push_blob(repo, l).await;
-            layer_descs.push(serde_json::json!({
-                "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": d, "size": len
-            }));
-            digests.push(d);
+            lens.push(l.len());
+            digests.push(self.push_blob(repo, l).await);
         }
+        let layers: Vec<(&str, usize)> = digests
+            .iter()
+            .zip(&lens)
+            .map(|(d, n)| (d.as_str(), *n))
+            .collect();
+        let digest = self
+            .put_manifest(repo, tag, (&config_digest, config_len), &layers)
+            .await;
+        (digest, digests)
+    }
+
+    /// Finishes an open upload at `location` with `data` (`PUT ?digest=`, 201); its digest.
+    pub async fn finish_upload(&self, location: &str, data: Vec<u8>) -> String {
+        let digest = format!("sha256:{}", sha256_hex(&data));
+        let r = self
+            .req(reqwest::Method::PUT, &format!("{location}&digest={digest}"))
+            .body(data)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "PUT digest: {}", r.text().await.unwrap());
+        digest
+    }
+
+    /// PUTs an OCI manifest of `config` and `layers` (digest, size) under `tag` (201); returns
+    /// the manifest digest.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        tag: &str,
+        config: (&str, usize),
+        layers: &[(&str, usize)],
+    ) -> String {
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_len},
-            "layers": layer_descs,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.0, "size": config.1},
+            "layers": layers.iter().map(|(d, n)| serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n
+            })).collect::<Vec<_>>(),
         })
         .to_string();
         let r = self
@@ -160,11 +190,10 @@ impl Api {
             .await
             .unwrap();
         assert_eq!(r.status(), 201, "PUT manifest: {}", r.text().await.unwrap());
-        let digest = r.headers()["docker-content-digest"]
+        r.headers()["docker-content-digest"]
             .to_str()
             .unwrap()
-            .to_owned();
-        (digest, digests)
+            .to_owned()
     }
 }
 
