@@ -208,11 +208,8 @@ class SkopeoRun:
 def skopeo_copy(src: str, dst: str, timeout: float, cert_dir: str | None = None,
                 src_creds: str | None = None, dst_creds: str | None = None) -> SkopeoRun:
     """`skopeo copy SRC DST`; registries are verified with the CA in `cert_dir` (ca.crt)."""
-    cmd = ["skopeo", "copy", "--retry-times", "0"]
-    if src.startswith("docker://"):
-        cmd += ["--src-cert-dir", cert_dir or "", "--src-creds", src_creds or ""]
-    if dst.startswith("docker://"):
-        cmd += ["--dest-cert-dir", cert_dir or "", "--dest-creds", dst_creds or ""]
+    cmd = ["skopeo", "copy", "--retry-times", "0"] + skopeo_side("src", src, cert_dir, src_creds) \
+        + skopeo_side("dest", dst, cert_dir, dst_creds)
     cmd += [src, dst]
     t0 = time.monotonic()
     rc, out, err = run(cmd, timeout)
@@ -223,6 +220,15 @@ def skopeo_copy(src: str, dst: str, timeout: float, cert_dir: str | None = None,
         return SkopeoRun(seconds=secs, copy=parsers.skopeo_copy(out + err))
     except parsers.ParseError as e:
         raise BenchError(str(e))
+
+
+def skopeo_side(side: str, ref: str, cert_dir: str | None, user_pass: str | None) -> list[str]:
+    """skopeo options for one side of a copy: TLS verified with `cert_dir`, or plain HTTP (no
+    `cert_dir`: the registry itself); credentials when given."""
+    if not ref.startswith("docker://"):
+        return []
+    opts = [f"--{side}-cert-dir", cert_dir] if cert_dir else [f"--{side}-tls-verify=false"]
+    return opts + ([f"--{side}-creds", user_pass] if user_pass else [])
 
 
 def creds(user: str) -> str:

@@ -124,5 +124,14 @@ class LayerSizesTest(unittest.TestCase):
         self.assertEqual(images.layer_sizes(1, 1, 5), [5])
 
 
+class SkopeoOptionsTest(unittest.TestCase):
+    def test_sides(self):
+        from gatebench.clients import skopeo_side
+        self.assertEqual(skopeo_side("src", "dir:/x", "/c", "u:p"), [])
+        self.assertEqual(skopeo_side("dest", "docker://h/r", None, None), ["--dest-tls-verify=false"])
+        self.assertEqual(skopeo_side("src", "docker://h/r", "/c", "u:p"),
+                         ["--src-cert-dir", "/c", "--src-creds", "u:p"])
+
+
 if __name__ == "__main__":
     unittest.main()
