@@ -113,6 +113,9 @@ def warm(ctx: Ctx, target: str, proto: str, path: str, method: str, user: str) -
 
 
 def add_load(res: Results, key: str, target: str, r: parsers.Load) -> None:
+    if r.requests == 0:  # e.g. bcrypt cost 10 through nginx in a 2 s run: no sample, an error
+        res.err(key, f"{target}: no request completed within the run")
+        return
     res.add(f"{key}.rps", target, r.rps)
     res.add(f"{key}.lat", target, (r.p50_ms, r.p99_ms))
     if r.errors:
