@@ -18,7 +18,15 @@ def _blob(root: str, data: bytes) -> tuple[str, int]:
     return "sha256:" + digest, len(data)
 
 
-def oci_layout(root: str, layers: int, layer_bytes: int, seed: str = "gatebench") -> str:
+def layer_sizes(n: int, smallest: int, largest: int) -> list[int]:
+    """n layer sizes spread geometrically from `smallest` to `largest` bytes (n >= 1)."""
+    if n == 1:
+        return [largest]
+    f = (largest / smallest) ** (1 / (n - 1))
+    return [int(round(smallest * f ** i)) for i in range(n)]
+
+
+def oci_layout(root: str, layers: int, layer_bytes: "int | list[int]", seed: str = "gatebench") -> str:
     """Writes an OCI image layout at `root` with `layers` gzip layers of about `layer_bytes`
     random (incompressible) bytes each; returns the manifest digest. Reference it as
     `oci:ROOT:latest`."""
@@ -27,7 +35,7 @@ def oci_layout(root: str, layers: int, layer_bytes: int, seed: str = "gatebench"
         json.dump({"imageLayoutVersion": "1.0.0"}, f)
     descs, diff_ids = [], []
     for i in range(layers):
-        content = os.urandom(layer_bytes)
+        content = os.urandom(layer_bytes if isinstance(layer_bytes, int) else layer_bytes[i])
         tar_buf = io.BytesIO()
         with tarfile.open(fileobj=tar_buf, mode="w", format=tarfile.PAX_FORMAT) as t:
             info = tarfile.TarInfo(f"layer{i:03d}-{seed}.bin")

@@ -88,6 +88,15 @@ class Ab(unittest.TestCase):
             parsers.ab("apr_socket_connect(): Connection refused (111)", 200)
 
 
+class AbNewConnection(unittest.TestCase):
+    def test_more_non2xx_than_complete_is_not_negative(self):
+        out = ("Complete requests:      370\nFailed requests:        0\nNon-2xx responses:      375\n"
+               "Requests per second:    184.50 [#/sec] (mean)\n")
+        r = parsers.ab(out, 401)
+        self.assertEqual((r.requests, r.errors), (370, 0))
+        self.assertEqual(parsers.ab(out.replace("375", "360"), 401).errors, 10)
+
+
 class H2load(unittest.TestCase):
     def test_200(self) -> None:
         r = parsers.h2load(sample("h2load_get_200.txt"), sample("h2load_get_200.log"), 200)
