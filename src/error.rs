@@ -170,10 +170,11 @@ pub fn to_response(err: &GateError) -> Response<Body> {
 /// A registry-style JSON error response. The API version header is added with every other
 /// answer's, in http/service.rs.
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({
-        "errors": [{ "code": code, "message": message, "detail": null }]
-    });
-    let mut resp = Response::new(full(body.to_string()));
+    // Written directly rather than through a `Value` tree: this is every refusal's body. The
+    // codes are fixed words; the message is escaped as a JSON string.
+    let message = serde_json::to_string(message).unwrap_or_else(|_| "\"\"".into());
+    let body = format!(r#"{{"errors":[{{"code":"{code}","message":{message},"detail":null}}]}}"#);
+    let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
     headers.insert(
@@ -202,6 +203,23 @@ mod tests {
                 .to_str()
                 .unwrap()
                 .starts_with("application/json")
+        );
+    }
+
+    #[test]
+    fn the_envelope_is_json_with_the_message_escaped() {
+        use http_body_util::BodyExt as _;
+        let resp = json_error(StatusCode::FORBIDDEN, "DENIED", "a \"quoted\"\nname\\");
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(resp.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"errors": [{"code": "DENIED", "message": "a \"quoted\"\nname\\", "detail": null}]})
         );
     }
 

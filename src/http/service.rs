@@ -85,8 +85,8 @@ pub struct RequestCtx {
     pub client: std::net::IpAddr,
     /// The host the request named (its one reading: `:authority` or `Host`).
     pub host: Option<HeaderValue>,
-    /// The gate's public origin for this request, if it can be told.
-    pub origin: Option<String>,
+    /// TLS ended at the gate (the scheme of the origin without `public_url`).
+    pub tls: bool,
     /// The token service name (token mode only).
     pub service: String,
 }
@@ -512,23 +512,28 @@ impl Gate {
         client: std::net::IpAddr,
         conn: ConnInfo,
     ) -> RequestCtx {
-        let origin = origin::public_origin(self.public_url.as_deref(), host.as_ref(), conn.tls);
-        let service = match &self.tokens {
-            Some(t) => t.service.clone().unwrap_or_else(|| {
-                origin
+        let mut ctx = RequestCtx {
+            client,
+            host,
+            tls: conn.tls,
+            service: String::new(),
+        };
+        if let Some(t) = &self.tokens {
+            ctx.service = t.service.clone().unwrap_or_else(|| {
+                self.origin(&ctx)
                     .as_deref()
                     .map(origin::host_of)
                     .unwrap_or("")
                     .to_owned()
-            }),
-            None => String::new(),
-        };
-        RequestCtx {
-            client,
-            host,
-            origin,
-            service,
+            });
         }
+        ctx
+    }
+
+    /// The gate's public origin for this request, if it can be told (worked out only where an
+    /// answer names it: the UI and the token realm).
+    fn origin(&self, ctx: &RequestCtx) -> Option<String> {
+        origin::public_origin(self.public_url.as_deref(), ctx.host.as_ref(), ctx.tls)
     }
 
     /// The UI's files, behind Basic auth when `[ui] auth` asks for it.
@@ -554,7 +559,7 @@ impl Gate {
             req.method(),
             req.uri(),
             req.headers(),
-            ctx.origin.as_deref(),
+            self.origin(ctx).as_deref(),
         )
     }
 
@@ -686,7 +691,7 @@ impl Gate {
             return self.auth.challenge();
         }
         GateError::Unauthorized(Challenge::Bearer {
-            realm: format!("{}/token", ctx.origin.as_deref().unwrap_or("")),
+            realm: format!("{}/token", self.origin(ctx).as_deref().unwrap_or("")),
             service: ctx.service.clone(),
             scope,
             error,
