@@ -20,6 +20,12 @@ use serde::Deserialize;
 /// a push registry-bound. A fixed limit, not a setting.
 pub const MAX_READ_BUFFER: usize = 128 * 1024;
 
+/// The 1-based line of byte `offset` in `text`, for `file:line` errors in the TOML files the
+/// gate reads (config, access rules, keys).
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
 /// A config problem, with the file or variable it came from.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -23,6 +23,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use regex::Regex;
 use serde::Deserialize;
+
+use crate::config::line_of;
 use subtle::ConstantTimeEq as _;
 use toml::Spanned;
 
@@ -152,10 +154,6 @@ struct FileKey {
     allow: Vec<Spanned<String>>,
     created: u64,
     expires: Option<u64>,
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
 /// SHA-256 of a secret.

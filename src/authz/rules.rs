@@ -16,6 +16,8 @@ use std::sync::{Arc, LazyLock, RwLock};
 
 use regex::Regex;
 use serde::Deserialize;
+
+use crate::config::line_of;
 use toml::Spanned;
 
 use crate::auth::Identity;
@@ -183,10 +185,6 @@ pub enum AccessError {
         line: usize,
         message: String,
     },
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
 impl Rules {

@@ -114,13 +114,8 @@ async fn no_spelling_of_a_mount_links_a_blob_the_caller_may_not_pull() {
                 // The mount is dropped: an ordinary upload starts.
                 None => assert_eq!(status, 202, "{} (h2: {h2}): {text}", a.what),
             }
-            let head = carol
-                .req(Method::HEAD, &format!("/v2/{target}/blobs/{secret}"))
-                .send()
-                .await
-                .unwrap();
             assert_eq!(
-                head.status(),
+                carol.blob_status(&target, &secret).await,
                 404,
                 "{} (h2: {h2}): the blob was linked into {target}",
                 a.what
@@ -151,12 +146,11 @@ async fn no_spelling_of_a_mount_links_a_blob_the_caller_may_not_pull() {
                 .await
                 .unwrap();
             assert_eq!(r.status(), 201, "{query} (h2: {h2})");
-            let head = carol
-                .req(Method::HEAD, &format!("/v2/{target}/blobs/{own}"))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(head.status(), 200, "{query}: not mounted");
+            assert_eq!(
+                carol.blob_status(&target, &own).await,
+                200,
+                "{query}: not mounted"
+            );
         }
     }
 

@@ -151,6 +151,14 @@ impl Api {
         (digest, digests)
     }
 
+    /// The status of `HEAD /v2/<repo>/blobs/<digest>`: 200 when the blob is linked into `repo`.
+    pub async fn blob_status(&self, repo: &str, digest: &str) -> u16 {
+        self.send(reqwest::Method::HEAD, &format!("/v2/{repo}/blobs/{digest}"))
+            .await
+            .status()
+            .as_u16()
+    }
+
     /// Finishes an open upload at `location` with `data` (`PUT ?digest=`, 201); its digest.
     pub async fn finish_upload(&self, location: &str, data: Vec<u8>) -> String {
         let digest = format!("sha256:{}", sha256_hex(&data));
