@@ -47,6 +47,8 @@ use crate::upstream::tags::{self, TagLocks};
 const MAX_TOKEN_FORM: usize = 64 * 1024;
 /// Largest manifest the gate reads to push to an immutable tag (the registry's own limit).
 const MAX_MANIFEST: usize = 4 << 20;
+/// How recent a registry answer must be for the gate to answer the version check itself.
+const VERSION_CHECK_FRESH: Duration = Duration::from_secs(5);
 
 /// What the server knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -291,6 +293,16 @@ impl Gate {
                 // credentials (or fetch a token) for every later request.
                 if caller.identity == Identity::Anonymous && caller.token.is_none() {
                     return Err(self.challenge(ctx, None, None));
+                }
+                // The version check (docker, podman and skopeo send it before every login,
+                // push and pull) names nothing the policy decides on and the registry answers
+                // it with `{}` for anyone the gate let through. While the registry is known to
+                // answer, the gate answers it; otherwise it goes to the registry, so a client
+                // of a registry that is down sees that error at login, not at its first push.
+                if matches!(reading.method, Method::GET | Method::HEAD)
+                    && self.proxy.answered_within(VERSION_CHECK_FRESH)
+                {
+                    return Ok(version_check_answer(&reading.method));
                 }
                 false
             }
@@ -823,6 +835,25 @@ struct Retag<'a> {
     tag: &'a str,
     current: Option<&'a str>,
     new: Option<&'a str>,
+}
+
+/// The registry's own answer to an authenticated `GET /v2/` (distribution's `apiBase`): `{}`
+/// as JSON; `Docker-Distribution-Api-Version` is added to every answer in `Gate::handle`.
+fn version_check_answer(method: &Method) -> Response<Body> {
+    const EMPTY_JSON: &str = "{}";
+    let body = if method == Method::HEAD {
+        error::empty()
+    } else {
+        error::full(EMPTY_JSON)
+    };
+    let mut resp = Response::new(body);
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(EMPTY_JSON.len()));
+    resp
 }
 
 /// What an answered write tells the read-only switch about a push in flight.

@@ -9,7 +9,8 @@
 //! 502/503/504 takes a member out; a prober per member then sends `GET /v2/` at a backoff that
 //! doubles from 250 ms to 30 s (every 100 ms while a request waits because no member is up),
 //! and the first answer that is not 502/503/504 brings the member back. Also the per-member
-//! metrics, and the wait for a member when none is up.
+//! metrics, the wait for a member when none is up, and when a member last answered (which
+//! lets the gate answer the version check itself while the registry is known to answer).
 //! Does not own: sending requests or deciding what may be sent again (upstream/proxy.rs).
 
 use std::fmt::Write as _;
@@ -56,6 +57,10 @@ pub struct Pool {
     /// Requests waiting because no member is up; the probers hurry while there are some.
     waiting: AtomicUsize,
     hurry: Notify,
+    /// When a member last gave an answer that was not 502/503/504 (request or probe), in
+    /// milliseconds since `epoch`; 0 before the first.
+    answered_at: AtomicU64,
+    epoch: Instant,
 }
 
 /// One request on a member, counted as outstanding until dropped (the proxy keeps it in the
@@ -96,7 +101,23 @@ impl Pool {
             back: watch::Sender::new(0),
             waiting: AtomicUsize::new(0),
             hurry: Notify::new(),
+            answered_at: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
+    }
+
+    /// A member answered (not 502/503/504).
+    pub fn answered(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64 + 1;
+        self.answered_at.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// True while a member is up and one answered within `window`.
+    pub fn answered_within(&self, window: Duration) -> bool {
+        let at = self.answered_at.load(Ordering::Relaxed);
+        at != 0
+            && self.epoch.elapsed().as_millis() as u64 + 1 - at <= window.as_millis() as u64
+            && self.any_up()
     }
 
     pub fn members(&self) -> &[Member] {
@@ -150,6 +171,7 @@ impl Pool {
 
     /// A probe of member `i` answered: it takes requests again.
     pub fn probed_ok(&self, i: usize) {
+        self.answered();
         let m = &self.members[i];
         if !m.up.swap(true, Ordering::AcqRel) {
             tracing::info!(member = %m.name, "registry member back");
@@ -289,6 +311,18 @@ mod tests {
         drop(_long);
         let picks: Vec<usize> = (0..2).map(|_| p.pick(&[]).unwrap()).collect();
         assert_eq!(picks.iter().filter(|&&i| i == 0).count(), 1);
+    }
+
+    #[test]
+    fn a_recent_answer_counts_only_while_a_member_is_up() {
+        let p = pool(1);
+        assert!(!p.answered_within(Duration::from_secs(5)), "no answer yet");
+        p.answered();
+        assert!(p.answered_within(Duration::from_secs(5)));
+        p.failed(0, "test");
+        assert!(!p.answered_within(Duration::from_secs(5)), "no member up");
+        p.probed_ok(0);
+        assert!(p.answered_within(Duration::from_secs(5)));
     }
 
     #[test]

@@ -272,6 +272,7 @@ impl Proxy {
                     }
                 }
                 Ok(resp) => {
+                    self.pool.answered();
                     self.metrics.upstream_latency(sent.elapsed());
                     return Ok((resp, in_flight));
                 }
@@ -335,6 +336,11 @@ impl Proxy {
             .map_err(|e| GateError::UpstreamUnavailable(format!("reading {path_and_query}: {e}")))?
             .to_bytes();
         Ok((parts.status, parts.headers, bytes))
+    }
+
+    /// True while a member is up and one answered (not 502/503/504) within `window`.
+    pub fn answered_within(&self, window: Duration) -> bool {
+        self.pool.answered_within(window)
     }
 
     /// Probes every member with `GET /v2/` at once (any answer but 502/503/504 counts as

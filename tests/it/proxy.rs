@@ -246,6 +246,75 @@ async fn upstream_down_is_a_quick_json_502() {
     assert!(body.contains("connect"), "{body}");
 }
 
+/// The version check that starts every docker login, push and pull: the registry's own answer
+/// first, then the gate's while the registry answers; once it stops, the registry's error within
+/// the freshness window (5 s), and the registry's answers again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_version_check_is_answered_by_the_gate_only_while_the_registry_answers() {
+    let mut registry = Registry::start();
+    let gate = Gate::start(&registry.url(), "[timeouts]\nupstream_retry = 0\n").await;
+    let check = |api: &Api, method: Method| {
+        let req = api.req(method, "/v2/");
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let headers = r.headers().clone();
+            (status, headers, r.text().await.unwrap())
+        }
+    };
+    for h2 in [false, true] {
+        let api = Api::new(&gate, h2, Some(ALICE));
+        let (status, headers, body) = check(&api, Method::GET).await;
+        assert_eq!((status, body.as_str()), (200, "{}"));
+        let mark = registry.log_mark();
+        for method in [Method::GET, Method::HEAD, Method::GET] {
+            let (status, h, body) = check(&api, method.clone()).await;
+            assert_eq!(status, 200, "{method}");
+            assert_eq!(body, if method == Method::HEAD { "" } else { "{}" });
+            for name in ["content-type", "content-length"] {
+                assert_eq!(h.get(name), headers.get(name), "{name}");
+            }
+            assert_eq!(
+                h.get_all("docker-distribution-api-version").iter().count(),
+                1
+            );
+        }
+        assert_eq!(
+            registry.requests_since(mark, "/v2/"),
+            0,
+            "answered by the gate"
+        );
+        // Anonymous callers still get the challenge, never the gate's answer.
+        let (status, _, _) = check(&Api::new(&gate, h2, None), Method::GET).await;
+        assert_eq!(status, 401);
+        let (status, _, _) =
+            check(&Api::new(&gate, h2, Some((ALICE.0, "wrong"))), Method::GET).await;
+        assert_eq!(status, 401);
+    }
+
+    let api = Api::new(&gate, false, Some(ALICE));
+    registry.stop();
+    let stopped = Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "the version check reports the registry down",
+        || async { check(&api, Method::GET).await.0 == 502 },
+    )
+    .await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(7),
+        "the gate answered for {:?} after the registry stopped",
+        stopped.elapsed()
+    );
+    registry.restart();
+    eventually(
+        Duration::from_secs(20),
+        "the registry answers again",
+        || async { check(&api, Method::GET).await.0 == 200 },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_upstream_is_a_json_504_after_the_response_timeout() {
     // The real registry always answers; a listener that never does stands in for a stuck one.
