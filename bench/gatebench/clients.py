@@ -181,10 +181,13 @@ def h2load(ctx: Ctx, url: str, method: str, auth: str | None, duration: int, exp
 
 
 def ab_newconn(url: str, auth: str | None, duration: int, expect_status: int,
-               concurrency: int = 16) -> parsers.Load:
-    """GET load with ApacheBench *without* -k: every request opens a new TLS connection, so the
-    run is bound by the handshake (what a client without connection reuse costs)."""
+               concurrency: int = 16, head: bool = False) -> parsers.Load:
+    """GET (or HEAD) load with ApacheBench *without* -k: every request opens a new TLS
+    connection, so the run is bound by the handshake (what a client without connection reuse
+    costs)."""
     cmd = ["ab", "-q", f"-c{concurrency}", "-t", str(duration), "-n", "2000000", "-s", "30"]
+    if head:
+        cmd.append("-i")
     if auth:
         cmd += ["-H", f"Authorization: {auth}"]
     cmd.append(url)

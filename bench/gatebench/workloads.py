@@ -246,21 +246,28 @@ def w_slow(ctx: Ctx, res: Results, rnd: int) -> None:
 
 # CPU per handshake-bound request: targets per certificate kind (gate / nginx, lower is better).
 HANDSHAKE_TARGETS = {("401", "rsa"): "≤ 0.8× nginx", ("401", "ec"): "≤ 0.7× nginx",
-                     ("auth", "rsa"): "≤ 0.65× nginx", ("auth", "ec"): "≤ 0.65× nginx"}
+                     ("auth", "rsa"): "≤ 0.65× nginx", ("auth", "ec"): "≤ 0.65× nginx",
+                     ("fwd", "rsa"): "", ("fwd", "ec"): ""}
+# (workload key, row label, authenticated, HEAD of the pull blob instead of GET /v2/)
+HANDSHAKE_REQUESTS = (("401", "GET /v2/ 401 without credentials", False, False),
+                      ("auth", "GET /v2/ authenticated (apr1)", True, False),
+                      ("fwd", "HEAD blob authenticated (apr1), forwarded to the registry", True, True))
 
 
 def w_handshake(ctx: Ctx, res: Results, rnd: int) -> None:
-    """GET /v2/ with a new TLS connection per request (ab without -k): without credentials (401)
-    and authenticated (apr1, cheap to verify, so the handshake dominates), with the P-256 and an
-    RSA-2048 certificate. CPU of the proxy (nginx: master + workers) per completed request. The
-    P-256 servers are the main gate and nginx buf off; the RSA ones are started for this run."""
+    """A new TLS connection per request (ab without -k): GET /v2/ without credentials (401) and
+    authenticated (apr1, cheap to verify, so the handshake dominates; the gate answers this
+    version check itself while the registry answers), and an authenticated HEAD of the pull
+    blob, which both proxies forward to the registry; with the P-256 and an RSA-2048
+    certificate. CPU of the proxy (nginx: master + workers) per completed request. The P-256
+    servers are the main gate and nginx buf off; the RSA ones are started for this run."""
     a = ctx.args
     for kind, kname in (("rsa", "RSA-2048"), ("ec", "P-256")):
-        for wl, wname in (("401", "401 without credentials"), ("auth", "authenticated (apr1)")):
+        for wl, wname, _, _ in HANDSHAKE_REQUESTS:
             k = f"hs.{wl}.{kind}"
-            res.row(f"{k}.cpu", f"8. new connection per request, GET /v2/ {wname}, {kname}: CPU per request",
+            res.row(f"{k}.cpu", f"8. new connection per request, {wname}, {kname}: CPU per request",
                     "µs", "down", HANDSHAKE_TARGETS[(wl, kind)], group="8. Handshakes")
-            res.row(f"{k}.rps", f"8. new connection per request, GET /v2/ {wname}, {kname}: rate",
+            res.row(f"{k}.rps", f"8. new connection per request, {wname}, {kname}: rate",
                     "req/s", "up", group="8. Handshakes")
     rsa: dict[str, Server] = {}
     try:
@@ -272,13 +279,14 @@ def w_handshake(ctx: Ctx, res: Results, rnd: int) -> None:
     try:
         for kind in ("rsa", "ec"):
             servers = rsa if kind == "rsa" else {GATE: ctx.servers[GATE], NGX_OFF: ctx.servers[NGX_OFF]}
-            for wl in ("401", "auth"):
-                auth = basic("apr1") if wl == "auth" else None
+            for wl, _, authenticated, head in HANDSHAKE_REQUESTS:
+                auth = basic("apr1") if authenticated else None
+                path = f"/v2/{PULL_REPO}/blobs/{ctx.pull_digest}" if head else "/v2/"
                 for t, srv in servers.items():
                     try:
-                        url = f"https://127.0.0.1:{srv.tls_port}/v2/"
+                        url = f"https://127.0.0.1:{srv.tls_port}{path}"
                         c0 = srv.cpu_seconds()
-                        r = ab_newconn(url, auth, a.hs_duration, 401 if wl == "401" else 200)
+                        r = ab_newconn(url, auth, a.hs_duration, 200 if authenticated else 401, head=head)
                         c1 = srv.cpu_seconds()
                         if r.errors:
                             res.err(f"round {rnd} handshakes {kind} {wl} {t}", f"{r.errors} errors of {r.requests}")
