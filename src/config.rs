@@ -16,9 +16,10 @@ use http::Uri;
 use serde::Deserialize;
 
 /// Largest read buffer per connection, client side and registry side. hyper's default (about
-/// 400 KiB) grows on every fast upload; 50 parallel pushes then held tens of MiB. 128 KiB keeps
-/// a push registry-bound. A fixed limit, not a setting.
-pub const MAX_READ_BUFFER: usize = 128 * 1024;
+/// 400 KiB) grows on every fast upload; 50 parallel pushes then held tens of MiB. 64 KiB keeps
+/// a push registry-bound and holds a whole request head (`MAX_HEADER_BYTES`). A fixed limit,
+/// not a setting.
+pub const MAX_READ_BUFFER: usize = 64 * 1024;
 
 /// The 1-based line of byte `offset` in `text`, for `file:line` errors in the TOML files the
 /// gate reads (config, access rules, keys).

@@ -43,6 +43,9 @@ const H2_STREAM_WINDOW: u32 = 256 * 1024;
 /// HTTP/2 receive window per connection: two streams at full speed, or several sharing it.
 const H2_CONN_WINDOW: u32 = 512 * 1024;
 
+/// HTTP/2 send buffer per stream: a response body's bytes the gate holds for a slow client.
+const H2_SEND_BUFFER: usize = 64 * 1024;
+
 /// The HTTP protocol settings, built once.
 struct Protocols {
     h1: http1::Builder,
@@ -69,6 +72,9 @@ impl Protocols {
             .adaptive_window(false)
             .initial_stream_window_size(H2_STREAM_WINDOW)
             .initial_connection_window_size(H2_CONN_WINDOW)
+            // What one download may queue in the gate beyond what its client's window lets
+            // out (hyper's default: 400 KiB per stream, 20 MiB for 50 slow HTTP/2 pulls).
+            .max_send_buf_size(H2_SEND_BUFFER)
             .max_header_list_size(MAX_HEADER_BYTES as u32)
             .keep_alive_interval(Duration::from_secs(60))
             .keep_alive_timeout(Duration::from_secs(20));
