@@ -362,18 +362,21 @@ def concurrent_uploads(ctx: Ctx, target: str, proto: str = "h1", with_pull: bool
     """All uploads and one pull at once, each in its own thread; returns (seconds, failures)."""
     a = ctx.args
     failures = []
+    # They share the machine: each may take as long as the whole batch at 20 MB/s.
+    batch = sum(os.path.getsize(path) for path, _ in ctx.uploads) + (a.pull_mib * MIB if with_pull else 0)
+    timeout = max(a.xfer_timeout, 60 + batch // 20_000_000)
 
     def one(item):
         path, digest = item
-        push(ctx, target, proto, path, digest, a.xfer_timeout, repo=UPLOAD_REPO)
+        push(ctx, target, proto, path, digest, timeout, repo=UPLOAD_REPO)
 
     def the_pull():
-        pull(ctx, target, "h1", ctx.pull_digest, a.xfer_timeout)
+        pull(ctx, target, "h1", ctx.pull_digest, timeout)
 
     t0 = time.time()
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(ctx.uploads) + 1) as pool:
         futs = [pool.submit(one, u) for u in ctx.uploads] + ([pool.submit(the_pull)] if with_pull else [])
-        for f in concurrent.futures.as_completed(futs, timeout=a.xfer_timeout * 3):
+        for f in concurrent.futures.as_completed(futs, timeout=timeout + 30):
             e = f.exception()
             if isinstance(e, KeyboardInterrupt):
                 raise e
