@@ -52,6 +52,20 @@ def curl_headers(text: str) -> tuple[int | None, dict[str, str]]:
     return status, headers
 
 
+def nghttp_headers(text: str) -> tuple[int | None, dict[str, str]]:
+    """The response's status and headers from `nghttp -v` output: the `recv (stream_id=N)
+    name: value` lines of the last stream that received a `:status`."""
+    streams: dict[int, dict[str, str]] = {}
+    for m in re.finditer(r"^\[\s*[\d.]+\] recv \(stream_id=(\d+)\) ([^:\s][^:]*|:status): (.*)$", text, re.M):
+        streams.setdefault(int(m.group(1)), {})[m.group(2).strip().lower()] = m.group(3).strip()
+    answered = [sid for sid, h in streams.items() if ":status" in h]
+    if not answered:
+        return None, {}
+    headers = streams[max(answered)]
+    status = int(headers.pop(":status"))
+    return status, headers
+
+
 def curl_write_out(text: str, names: list[str]) -> dict[str, str]:
     """The fields of a one-line `curl -w` format (space separated, in `names` order), read from
     the last non-empty line of `text` (after any `-D -` headers)."""

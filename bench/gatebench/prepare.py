@@ -57,7 +57,7 @@ def find_binary(args: argparse.Namespace, d: str) -> str:
 
 
 def check_tools() -> None:
-    missing = [t for t in ("curl", "wrk", "ab", "h2load", "nginx", "openssl", "htpasswd", "skopeo",
+    missing = [t for t in ("curl", "wrk", "ab", "h2load", "nghttp", "nginx", "openssl", "htpasswd", "skopeo",
                            "/usr/bin/docker-registry")
                if not shutil.which(t)]
     if missing:

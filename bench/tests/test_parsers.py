@@ -28,6 +28,14 @@ class Curl(unittest.TestCase):
         self.assertIn("docker-upload-uuid", h)
         self.assertGreater(float(sample("curl_post_202.txt").strip().splitlines()[-1]), 0)
 
+    def test_nghttp_verbose_patch(self) -> None:
+        status, h = parsers.nghttp_headers(sample("nghttp_patch_202.txt"))
+        self.assertEqual(status, 202)
+        self.assertIn("/v2/bench/exp/blobs/uploads/", h["location"])
+        self.assertEqual(h["range"], "0-99999")
+        self.assertNotIn("authorization", h, "request headers are sent, not received")
+        self.assertEqual(parsers.nghttp_headers("[  0.001] Connected\n"), (None, {}))
+
     def test_last_response_wins(self) -> None:
         text = "HTTP/1.1 100 Continue\r\n\r\nHTTP/2 201\r\ndocker-content-digest: sha256:ab\r\n\r\n\n0.25"
         self.assertEqual(parsers.curl_headers(text), (201, {"docker-content-digest": "sha256:ab"}))
