@@ -382,54 +382,20 @@ mod tests {
     fn the_server_picks_aes_128_even_when_the_client_lists_aes_256_first() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(CertStore::load(pair_files(dir.path(), "a")).unwrap());
-        let server_config = server_config(store).unwrap();
+        let server_config = server_config(store.clone()).unwrap();
         // rustls' own client order, like OpenSSL's: AES-256-GCM/SHA-384 first.
         let client_provider = rustls::crypto::aws_lc_rs::default_provider();
         assert_eq!(
             client_provider.cipher_suites[0].suite(),
             CipherSuite::TLS13_AES_256_GCM_SHA384
         );
-        #[derive(Debug)]
-        struct AnyCert(Arc<CryptoProvider>);
-        impl rustls::client::danger::ServerCertVerifier for AnyCert {
-            fn verify_server_cert(
-                &self,
-                _: &CertificateDer<'_>,
-                _: &[CertificateDer<'_>],
-                _: &rustls_pki_types::ServerName<'_>,
-                _: &[u8],
-                _: rustls_pki_types::UnixTime,
-            ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-                Ok(rustls::client::danger::ServerCertVerified::assertion())
-            }
-            fn verify_tls12_signature(
-                &self,
-                _: &[u8],
-                _: &CertificateDer<'_>,
-                _: &rustls::DigitallySignedStruct,
-            ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>
-            {
-                Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-            }
-            fn verify_tls13_signature(
-                &self,
-                _: &[u8],
-                _: &CertificateDer<'_>,
-                _: &rustls::DigitallySignedStruct,
-            ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>
-            {
-                Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-            }
-            fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-                self.0.signature_verification_algorithms.supported_schemes()
-            }
-        }
-        let client_provider = Arc::new(client_provider);
-        let client_config = rustls::ClientConfig::builder_with_provider(client_provider.clone())
+        // The client trusts the self-signed test certificate itself.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(store.leaf().unwrap()).unwrap();
+        let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(client_provider))
             .with_safe_default_protocol_versions()
             .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCert(client_provider)))
+            .with_root_certificates(roots)
             .with_no_client_auth();
         let mut client =
             rustls::ClientConnection::new(Arc::new(client_config), "localhost".try_into().unwrap())
