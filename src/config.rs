@@ -1,7 +1,9 @@
 //! The configuration: one TOML file, every key overridable by a `REGISTRY_GATE_*` variable.
 //!
 //! Owns: the file format (key names are a public interface: users' files and scripts rely on
-//! them), environment overrides, validation, and the typed [`Config`] the rest of the gate uses.
+//! them), environment overrides, validation, and the typed [`Config`] the rest of the gate uses;
+//! also [`FileError`] and [`line_of`], the `file:line` errors of the other TOML files (access
+//! rules, access keys).
 //! Unknown keys and unknown `REGISTRY_GATE_*` variables are errors that name them. Relative paths
 //! are resolved against the config file's folder (the working directory without a file).
 //! Does not own: reading the files the config names (net/tls.rs, auth/, authz/rules.rs,
@@ -25,6 +27,51 @@ pub const MAX_READ_BUFFER: usize = 64 * 1024;
 /// gate reads (config, access rules, keys).
 pub fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// A problem with one of the other TOML files the gate reads (access rules, access keys),
+/// naming the file and, where the file is at fault, the line.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl FileError {
+    /// `text`, the contents of `path`, read as TOML into `T`.
+    pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, Self> {
+        toml::from_str(text).map_err(|e| FileError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// What is wrong at byte `offset` of `text`, the contents of `path`.
+    pub fn invalid(path: &Path, text: &str, offset: usize, message: String) -> Self {
+        FileError::Invalid {
+            path: path.to_owned(),
+            line: line_of(text, offset),
+            message,
+        }
+    }
 }
 
 /// A config problem, with the file or variable it came from.

@@ -24,7 +24,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::config::line_of;
+use crate::config::{FileError, line_of};
 use subtle::ConstantTimeEq as _;
 use toml::Spanned;
 
@@ -113,31 +113,6 @@ pub struct KeyTable {
     pub keys: BTreeMap<String, Key>,
 }
 
-/// Why a keys file was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum KeysError {
-    #[error("{path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{path}:{line}: {message}")]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
-    #[error("{path}: {source}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileKeys {
@@ -193,16 +168,10 @@ pub fn new_secret() -> String {
 
 impl KeyTable {
     /// Parses and validates a keys file; `path` is for messages.
-    pub fn parse(text: &str, path: &Path) -> Result<KeyTable, KeysError> {
-        let file: FileKeys = toml::from_str(text).map_err(|e| KeysError::Parse {
-            path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
-        let invalid = |offset: usize, message: String| KeysError::Invalid {
-            path: path.to_owned(),
-            line: line_of(text, offset),
-            message,
-        };
+    pub fn parse(text: &str, path: &Path) -> Result<KeyTable, FileError> {
+        let file: FileKeys = FileError::parse_toml(text, path)?;
+        let invalid =
+            |offset: usize, message: String| FileError::invalid(path, text, offset, message);
         let mut keys = BTreeMap::new();
         for spanned in &file.keys {
             let k = spanned.get_ref();
@@ -349,11 +318,11 @@ impl KeyTable {
 }
 
 /// Reads and parses a keys file; a missing file is an empty table (no keys yet).
-pub fn read(path: &Path) -> Result<KeyTable, KeysError> {
+pub fn read(path: &Path) -> Result<KeyTable, FileError> {
     match std::fs::read_to_string(path) {
         Ok(text) => KeyTable::parse(&text, path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KeyTable::default()),
-        Err(source) => Err(KeysError::Read {
+        Err(source) => Err(FileError::Read {
             path: path.to_owned(),
             source,
         }),
@@ -361,9 +330,9 @@ pub fn read(path: &Path) -> Result<KeyTable, KeysError> {
 }
 
 /// Writes a keys file atomically (temp file in the same folder, then rename), mode 0600.
-pub fn write(path: &Path, table: &KeyTable) -> Result<(), KeysError> {
+pub fn write(path: &Path, table: &KeyTable) -> Result<(), FileError> {
     use std::io::Write as _;
-    let err = |source| KeysError::Write {
+    let err = |source| FileError::Write {
         path: path.to_owned(),
         source,
     };
@@ -385,7 +354,7 @@ pub struct KeyStore {
 }
 
 impl KeyStore {
-    pub fn load(path: Option<PathBuf>) -> Result<Self, KeysError> {
+    pub fn load(path: Option<PathBuf>) -> Result<Self, FileError> {
         let table = match &path {
             Some(p) => read(p)?,
             None => KeyTable::default(),
@@ -411,7 +380,7 @@ impl KeyStore {
     }
 
     /// Reads the file again; on failure the last good keys stay. Blocking (file I/O).
-    pub fn reload(&self) -> Result<usize, KeysError> {
+    pub fn reload(&self) -> Result<usize, FileError> {
         let Some(path) = &self.path else {
             return Ok(0);
         };

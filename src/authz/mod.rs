@@ -5,4 +5,4 @@ pub mod policy;
 pub mod rules;
 
 pub use policy::{Ask, Caller, Decision, Grant, Part, Policy, PushesInFlight, ReadOnly, Reason};
-pub use rules::{AccessControl, AccessError, Action, Rules};
+pub use rules::{AccessControl, Action, Rules};

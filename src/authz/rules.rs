@@ -17,7 +17,7 @@ use std::sync::{Arc, LazyLock, RwLock};
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::config::line_of;
+use crate::config::{FileError, line_of};
 use toml::Spanned;
 
 use crate::auth::Identity;
@@ -168,37 +168,12 @@ pub struct Rules {
     immutable: Vec<Immutable>,
 }
 
-/// Why a rules file was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum AccessError {
-    #[error("{path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{path}:{line}: {message}")]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
-}
-
 impl Rules {
     /// Parses and validates rules text; `path` is for messages.
-    pub fn parse(text: &str, path: &Path) -> Result<Rules, AccessError> {
-        let file: FileRules = toml::from_str(text).map_err(|e| AccessError::Parse {
-            path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
-        let invalid = |offset: usize, message: String| AccessError::Invalid {
-            path: path.to_owned(),
-            line: line_of(text, offset),
-            message,
-        };
+    pub fn parse(text: &str, path: &Path) -> Result<Rules, FileError> {
+        let file: FileRules = FileError::parse_toml(text, path)?;
+        let invalid =
+            |offset: usize, message: String| FileError::invalid(path, text, offset, message);
         let mut rules = Vec::new();
         for spanned in &file.rules {
             let start = spanned.span().start;
@@ -484,7 +459,7 @@ pub struct AccessControl {
 
 impl AccessControl {
     /// Loads the rules file, if one is configured.
-    pub fn load(path: Option<PathBuf>) -> Result<Self, AccessError> {
+    pub fn load(path: Option<PathBuf>) -> Result<Self, FileError> {
         let rules = match &path {
             Some(p) => Some(Arc::new(read(p)?)),
             None => None,
@@ -513,7 +488,7 @@ impl AccessControl {
     }
 
     /// Reads the file again; on failure the last good rules stay.
-    pub fn reload(&self) -> Result<(), AccessError> {
+    pub fn reload(&self) -> Result<(), FileError> {
         let Some(path) = &self.path else {
             return Ok(());
         };
@@ -533,8 +508,8 @@ impl AccessControl {
 }
 
 /// Reads and parses a rules file.
-pub fn read(path: &Path) -> Result<Rules, AccessError> {
-    let text = std::fs::read_to_string(path).map_err(|source| AccessError::Read {
+pub fn read(path: &Path) -> Result<Rules, FileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
         path: path.to_owned(),
         source,
     })?;

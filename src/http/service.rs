@@ -123,10 +123,9 @@ pub enum GateSetupError {
     Users(#[from] crate::auth::users::UsersError),
     #[error(transparent)]
     Upstream(#[from] crate::upstream::UpstreamSetupError),
+    /// The access rules or access keys file.
     #[error(transparent)]
-    Access(#[from] crate::authz::AccessError),
-    #[error(transparent)]
-    Keys(#[from] crate::auth::keys::KeysError),
+    File(#[from] crate::config::FileError),
     #[error(transparent)]
     Token(#[from] crate::token::TokenError),
     #[error(transparent)]
