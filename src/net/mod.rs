@@ -3,6 +3,7 @@
 //! the plain-HTTP admin listener.
 
 pub mod admin;
+pub mod coalesce;
 pub mod limits;
 pub mod server;
 pub mod side_listener;

@@ -14,6 +14,8 @@
 //! the stream, or answers 431); receive windows are fixed at 256 KiB per stream and 512 KiB per
 //! connection, so a connection never holds more than 512 KiB of request body that the registry
 //! has not taken yet, whether it waits for authentication (body unread) or for a slow registry.
+//! An HTTP/2 connection writes through `Coalesce` (net/coalesce.rs), which batches h2's
+//! frame-by-frame flushes into writes of up to 64 KiB.
 //! Does not own: what a request gets (http/service.rs).
 
 use std::convert::Infallible;
@@ -32,6 +34,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Limits, Timeouts};
 use crate::http::service::{ConnInfo, Gate, plain_http_on_tls_port};
+use crate::net::coalesce::Coalesce;
 use crate::net::limits::{ConnLimiter, Guarded, Streams};
 use crate::ops::metrics::HandshakeFailure;
 
@@ -227,9 +230,13 @@ async fn serve_tls(
         let _ = tls.shutdown().await;
         return;
     }
-    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let info = ConnInfo { peer, tls: true };
-    serve_http(TokioIo::new(tls), h2, info, gate, &protocols, watcher).await;
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let io = TokioIo::new(Coalesce::new(tls));
+        serve_http(io, true, info, gate, &protocols, watcher).await;
+    } else {
+        serve_http(TokioIo::new(tls), false, info, gate, &protocols, watcher).await;
+    }
 }
 
 async fn serve_http<I>(

@@ -445,3 +445,39 @@ async fn shutdown_lets_an_open_download_finish() {
         .unwrap()
         .unwrap();
 }
+
+/// HTTP/2 responses leave the gate in batches of frames (net/coalesce.rs). Streams multiplexed
+/// on one connection, one of them stalled by its reader while the others run, all arrive whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_downloads_sharing_a_connection_with_a_stalled_one_arrive_whole() {
+    let registry = Registry::start();
+    let gate = Gate::start(&registry.url(), "").await;
+    let api = Api::new(&gate, true, Some(ALICE));
+    let layer = random_bytes(6 << 20);
+    let (_, layers) = api.push_image("team/many", "v1", vec![layer]).await;
+    let path = format!("/v2/team/many/blobs/{}", layers[0]);
+    let want = layers[0].trim_start_matches("sha256:");
+
+    let all = async {
+        // The stalled one reads one chunk, then nothing until the others are done.
+        let mut stalled = api.send(Method::GET, &path).await;
+        assert_eq!(stalled.version(), reqwest::Version::HTTP_2);
+        let mut body = stalled.chunk().await.unwrap().unwrap().to_vec();
+        let others = futures_util::future::join_all((0..6).map(|_| async {
+            let r = api.send(Method::GET, &path).await;
+            assert_eq!(r.version(), reqwest::Version::HTTP_2);
+            sha256_hex(&r.bytes().await.unwrap())
+        }))
+        .await;
+        for digest in others {
+            assert_eq!(digest, want);
+        }
+        while let Some(chunk) = stalled.chunk().await.unwrap() {
+            body.extend_from_slice(&chunk);
+        }
+        assert_eq!(sha256_hex(&body), want);
+    };
+    tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("the downloads finish within 60 s");
+}
