@@ -185,6 +185,9 @@ def w_concurrent(ctx: Ctx, res: Results, rnd: int) -> None:
     n, size = a.uploads, a.upload_mib * MIB
     for proto in ("h1", "h2"):
         title = f"5. {n} concurrent {fmt_size(size)} uploads + {fmt_size(a.pull_mib * MIB)} pull, {pname(proto)}"
+        # The two protocols' batches use different upload clients, so their times compare the
+        # clients' CPU as much as the proxy's: both are reported.
+        clients = "curl" if proto == "h1" else "curl, nghttp for the PATCHes through a proxy"
         k = f"conc.{proto}"
         res.row(f"{k}.time", title + ": total time", "s", "down", "≤ HTTP/1.1" if proto == "h2" else None,
                 group="5. Memory")
@@ -192,6 +195,8 @@ def w_concurrent(ctx: Ctx, res: Results, rnd: int) -> None:
         res.row(f"{k}.rss", title + ": peak RSS", "MiB", "down", "≤ 32 MiB", group="5. Memory")
         res.row(f"{k}.kept", title + ": RSS 2 s after (kept by the process)", "MiB", "down", group="5. Memory")
         res.row(f"{k}.cpu", title + ": proxy CPU", "s", "down", "≤ nginx best", group="5. Memory")
+        res.row(f"{k}.ccpu", title + f": clients' CPU ({clients})", "s", "down", group="5. Memory")
+        res.row(f"{k}.rcpu", title + ": registry CPU", "s", "down", group="5. Memory")
     for proto in ("h1", "h2"):
         k = f"conc.{proto}"
         for t in ([DIRECT] if proto == "h1" else []) + PROXIES:
@@ -200,9 +205,13 @@ def w_concurrent(ctx: Ctx, res: Results, rnd: int) -> None:
                 if srv:
                     srv.reset_peak()
                     c0 = srv.cpu_seconds()
-                total, failures = concurrent_uploads(ctx, t, proto)
+                registry = ctx.servers["registry"]
+                r0 = registry.cpu_seconds()
+                total, failures, clients_cpu = concurrent_uploads(ctx, t, proto)
                 res.add(f"{k}.time", t, total)
                 res.add(f"{k}.fail", t, failures)
+                res.add(f"{k}.ccpu", t, clients_cpu)
+                res.add(f"{k}.rcpu", t, registry.cpu_seconds() - r0)
                 if srv:
                     res.add(f"{k}.cpu", t, srv.cpu_seconds() - c0)
                     res.add(f"{k}.rss", t, srv.peak_rss_mib())
@@ -358,8 +367,10 @@ def unlink_layers(ctx: Ctx, repo: str, dir_path: str) -> None:
              f"{base}/v2/{repo}/blobs/{urllib.parse.quote(dg)}"], 30)
 
 
-def concurrent_uploads(ctx: Ctx, target: str, proto: str = "h1", with_pull: bool = True) -> tuple[float, int]:
-    """All uploads and one pull at once, each in its own thread; returns (seconds, failures)."""
+def concurrent_uploads(ctx: Ctx, target: str, proto: str = "h1",
+                       with_pull: bool = True) -> tuple[float, int, float]:
+    """All uploads and one pull at once, each in its own thread; returns (seconds, failures,
+    CPU seconds of the client processes, which are waited for and so counted in `os.times`)."""
     a = ctx.args
     failures = []
     # They share the machine: each may take as long as the whole batch at 20 MB/s.
@@ -374,6 +385,7 @@ def concurrent_uploads(ctx: Ctx, target: str, proto: str = "h1", with_pull: bool
         pull(ctx, target, "h1", ctx.pull_digest, timeout)
 
     t0 = time.time()
+    c0 = os.times()
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(ctx.uploads) + 1) as pool:
         futs = [pool.submit(one, u) for u in ctx.uploads] + ([pool.submit(the_pull)] if with_pull else [])
         for f in concurrent.futures.as_completed(futs, timeout=timeout + 30):
@@ -383,9 +395,11 @@ def concurrent_uploads(ctx: Ctx, target: str, proto: str = "h1", with_pull: bool
             if e is not None:
                 failures.append(str(e))
     total = time.time() - t0
+    c1 = os.times()
+    clients_cpu = (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
     for f in failures[:3]:
         log(f"  {target}: {f}")
-    return total, len(failures)
+    return total, len(failures), clients_cpu
 
 
 def w_token(ctx: Ctx, res: Results, rnd: int) -> None:
