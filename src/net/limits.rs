@@ -17,14 +17,14 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
-use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::auth::brake::client_key;
 use crate::config::Limits;
@@ -102,13 +102,30 @@ impl ConnLimiter {
     }
 }
 
-/// Open streams of one HTTP/2 connection: from the request to the end of its response body.
-#[derive(Clone)]
-pub struct Streams(Arc<watch::Sender<usize>>);
+/// Open streams of one HTTP/2 connection (from the request to the end of its response body), and
+/// when the last one closed.
+///
+/// Opening and closing a stream touch two atomics and read the clock; nothing is woken. The
+/// idle check sleeps a whole `h2_idle` at a time and looks at the count when it wakes, so a
+/// request costs no timer and no wake-up of the connection task (a `watch` channel did both:
+/// two notifications and a new timer per request on a keep-alive HTTP/2 connection).
+#[derive(Clone, Default)]
+pub struct Streams(Arc<StreamCount>);
 
-impl Default for Streams {
+struct StreamCount {
+    open: AtomicUsize,
+    /// When the last stream closed, in whole milliseconds after `since`, rounded up (0: none yet).
+    last_close_ms: AtomicU64,
+    since: Instant,
+}
+
+impl Default for StreamCount {
     fn default() -> Self {
-        Streams(Arc::new(watch::channel(0).0))
+        StreamCount {
+            open: AtomicUsize::new(0),
+            last_close_ms: AtomicU64::new(0),
+            since: Instant::now(),
+        }
     }
 }
 
@@ -117,27 +134,37 @@ pub struct StreamGuard(Streams);
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.0.0.send_modify(|n| *n = n.saturating_sub(1));
+        let count = &self.0.0;
+        // Rounded up, so the idle time is never cut short.
+        let ms = count.since.elapsed().as_millis() + 1;
+        count
+            .last_close_ms
+            .fetch_max(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Release);
+        count.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl Streams {
     pub fn open(&self) -> StreamGuard {
-        self.0.send_modify(|n| *n += 1);
+        self.0.open.fetch_add(1, Ordering::AcqRel);
         StreamGuard(self.clone())
     }
 
-    /// Resolves once no stream has been open for `idle`.
+    /// Resolves once no stream has been open for `idle`: at least `idle` after the connection
+    /// started or its last stream closed, and at most a millisecond later.
     pub async fn idle_for(&self, idle: Duration) {
-        let mut rx = self.0.subscribe();
+        let count = &self.0;
+        let mut deadline = count.since + idle;
         loop {
-            if *rx.borrow_and_update() == 0 {
-                tokio::select! {
-                    () = tokio::time::sleep(idle) => return,
-                    _ = rx.changed() => {}
-                }
-            } else if rx.changed().await.is_err() {
-                return std::future::pending().await;
+            tokio::time::sleep_until(deadline).await;
+            if count.open.load(Ordering::Acquire) > 0 {
+                deadline = Instant::now() + idle;
+                continue;
+            }
+            let last = Duration::from_millis(count.last_close_ms.load(Ordering::Acquire));
+            deadline = count.since + last + idle;
+            if deadline <= Instant::now() {
+                return;
             }
         }
     }
@@ -218,6 +245,35 @@ mod tests {
         assert!(!idle.is_finished());
         drop(g);
         tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(idle.is_finished());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_stream_starts_the_idle_time_again() {
+        let s = Streams::default();
+        let idle = tokio::spawn({
+            let s = s.clone();
+            async move { s.idle_for(Duration::from_secs(5)).await }
+        });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        drop(s.open());
+        // Idle since 3 s: not at 5 s (from the start), nor at 7.9 s, but by 8 s.
+        tokio::time::sleep(Duration::from_millis(4_900)).await;
+        assert!(!idle.is_finished());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(idle.is_finished());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_without_streams_is_idle_from_its_start() {
+        let s = Streams::default();
+        let idle = tokio::spawn({
+            let s = s.clone();
+            async move { s.idle_for(Duration::from_secs(5)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(4_900)).await;
+        assert!(!idle.is_finished());
+        tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(idle.is_finished());
     }
 }
