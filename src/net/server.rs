@@ -258,7 +258,10 @@ async fn serve_http<I>(
             move |req| {
                 let (gate, guard) = (gate.clone(), streams.open());
                 async move {
-                    let resp = gate.handle(req, info).await;
+                    // hyper moves each HTTP/2 request's future into a task of its own; boxed,
+                    // the ~5 KB of `handle`'s state are not copied on the way (2 % less CPU
+                    // per keep-alive 401 in alternating h2load runs).
+                    let resp = Box::pin(gate.handle(req, info)).await;
                     Ok::<_, Infallible>(resp.map(|b| Guarded::new(b, guard)))
                 }
             }
