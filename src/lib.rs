@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use config::Config;
 use http::service::{Gate, GateSetupError};
-use net::{admin, server, tls};
+use net::{admin, server, tls, workers};
 use ops::reload;
 use tls::{CertStore, TlsError};
 
@@ -47,6 +47,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the connection threads: {0}")]
+    Workers(#[source] std::io::Error),
     #[error("admin_token {path}: {source}")]
     AdminToken {
         path: std::path::PathBuf,
@@ -208,8 +210,10 @@ pub async fn start(config: &Config) -> Result<Running, StartError> {
     if let Some(acme) = acme {
         tokio::spawn(acme.run(stop_rx.clone()));
     }
+    let workers = workers::Workers::start(workers::count()).map_err(StartError::Workers)?;
     let server = tokio::spawn(server::serve(
         server::Listeners { tls, plain },
+        workers,
         gate.clone(),
         config.timeouts.clone(),
         config.limits,

@@ -146,7 +146,12 @@ fn serve(config: Option<PathBuf>, log_format: Option<String>) -> ExitCode {
         }
     }
     let _log_guard = registry_gate::ops::logging::init(&config.log);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Accepting and the background work (reloads, ACME, probes, the admin listener) run here;
+    // client connections run on the connection threads (net/workers.rs).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("registry-gate: cannot start the runtime: {e}");

@@ -8,3 +8,4 @@ pub mod limits;
 pub mod server;
 pub mod side_listener;
 pub mod tls;
+pub mod workers;

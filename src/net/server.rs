@@ -36,6 +36,7 @@ use crate::config::{Limits, Timeouts};
 use crate::http::service::{ConnInfo, Gate, plain_http_on_tls_port};
 use crate::net::coalesce::Coalesce;
 use crate::net::limits::{ConnLimiter, Guarded, Streams};
+use crate::net::workers::Workers;
 use crate::ops::metrics::HandshakeFailure;
 
 /// Largest request head accepted (registry clients need a few KiB; docker's many `Accept`s fit).
@@ -100,6 +101,7 @@ pub struct Listeners {
 /// Accepts until `stop` turns true, then drains open connections for at most `timeouts.drain`.
 pub async fn serve(
     listeners: Listeners,
+    workers: Workers,
     gate: Arc<Gate>,
     timeouts: Timeouts,
     limits: Limits,
@@ -137,25 +139,37 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        // The socket moves to a connection thread (net/workers.rs), whose runtime takes it over.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(client = %peer, "cannot hand over a connection: {e}");
+                continue;
+            }
+        };
         let open = (gate.metrics.connection(), permit);
         let (gate, protocols, watcher) = (gate.clone(), protocols.clone(), graceful.watcher());
         let handshake = timeouts.handshake;
-        match (is_tls, &acceptor) {
-            (true, Some(acceptor)) => {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
+        let acceptor = if is_tls { acceptor.clone() } else { None };
+        workers.spawn(move || async move {
+            let stream = match TcpStream::from_std(stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(client = %peer, "cannot take over a connection: {e}");
+                    return;
+                }
+            };
+            match acceptor {
+                Some(acceptor) => {
                     serve_tls(stream, peer, acceptor, handshake, gate, protocols, watcher).await;
-                    drop(open);
-                });
-            }
-            _ => {
-                tokio::spawn(async move {
+                }
+                None => {
                     let info = ConnInfo { peer, tls: false };
                     serve_http(TokioIo::new(stream), false, info, gate, &protocols, watcher).await;
-                    drop(open);
-                });
+                }
             }
-        }
+            drop(open);
+        });
     }
     drop(tls_listener);
     drop(listeners.plain);

@@ -55,7 +55,8 @@ type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 /// The registry members and the pooled client that reaches them.
 pub struct Proxy {
-    client: UpstreamClient,
+    /// Index 0 for code off the connection threads, 1 + i for connection thread i.
+    clients: Vec<UpstreamClient>,
     pool: Arc<Pool>,
     response_timeout: Duration,
     /// `[timeouts] upstream_retry`: how long a request no member took yet is held.
@@ -129,14 +130,23 @@ impl Proxy {
             }
         };
         let connector = builder.https_or_http().enable_http1().wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .http1_max_buf_size(crate::config::MAX_READ_BUFFER)
-            // Host is the client's, set below; the client must not replace it with the upstream's.
-            .set_host(false)
-            .build(connector);
+        // One pool of registry connections per connection thread (net/workers.rs), so that a
+        // request only uses connections whose tasks run on its own thread, and one for the rest
+        // (probes, the catalog on the main runtime).
+        let clients: Vec<UpstreamClient> = (0..=crate::net::workers::count())
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_max_idle_per_host(256)
+                    .http1_max_buf_size(crate::config::MAX_READ_BUFFER)
+                    // Host is the client's, set below; the client must not replace it with the
+                    // upstream's.
+                    .set_host(false)
+                    .build(connector.clone())
+            })
+            .collect();
+        let client = clients[0].clone();
         let pool = Arc::new(Pool::new(&upstream.members));
         let probe_timeout = timeouts.upstream_connect.min(Duration::from_secs(5));
         let mut probers = Vec::new();
@@ -155,7 +165,7 @@ impl Proxy {
             }
         }
         Ok(Proxy {
-            client,
+            clients,
             pool,
             response_timeout: timeouts.upstream_response,
             retry: timeouts.upstream_retry,
@@ -164,6 +174,12 @@ impl Proxy {
             metrics,
             probers,
         })
+    }
+
+    /// This thread's pool of registry connections.
+    fn client(&self) -> &UpstreamClient {
+        let i = crate::net::workers::current().map_or(0, |w| w + 1);
+        &self.clients[i % self.clients.len()]
     }
 
     /// Sends `req` upstream and streams the answer back. `host` is the host the client's
@@ -259,7 +275,7 @@ impl Proxy {
             *req.headers_mut() = parts.headers.clone();
             let in_flight = self.pool.start(i);
             let sent = Instant::now();
-            let answer = tokio::time::timeout(self.response_timeout, self.client.request(req))
+            let answer = tokio::time::timeout(self.response_timeout, self.client().request(req))
                 .await
                 .map_err(|_| GateError::UpstreamTimeout(self.response_timeout))?;
             match answer {
@@ -356,7 +372,7 @@ impl Proxy {
     pub async fn probe_all(&self) -> Vec<(String, Result<http::StatusCode, String>)> {
         let mut probes = tokio::task::JoinSet::new();
         for (i, m) in self.pool.members().iter().enumerate() {
-            let client = self.client.clone();
+            let client = self.client().clone();
             let base = m.base.clone();
             let timeout = self.probe_timeout;
             probes.spawn(async move { (i, probe(&client, &base, timeout).await) });
