@@ -16,6 +16,8 @@
 //! has not taken yet, whether it waits for authentication (body unread) or for a slow registry.
 //! An HTTP/2 connection writes through `Coalesce` (net/coalesce.rs), which batches h2's
 //! frame-by-frame flushes into writes of up to 64 KiB.
+//! The accept loop runs on the main runtime; each accepted connection is served on one of the
+//! connection threads (net/workers.rs), from its TLS handshake to its last response.
 //! Does not own: what a request gets (http/service.rs).
 
 use std::convert::Infallible;

@@ -29,13 +29,10 @@ pub fn current() -> Option<usize> {
     CURRENT.with(Cell::get)
 }
 
-/// How many connection threads the gate runs: one per core, or `TOKIO_WORKER_THREADS`.
+/// How many connection threads the gate runs: one per core it may use (the standard library
+/// reads the CPU affinity mask and a cgroup's CPU quota).
 pub fn count() -> usize {
-    std::env::var("TOKIO_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .filter(|&n: &usize| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 struct Worker {
