@@ -233,14 +233,17 @@ mod tests {
         assert_eq!(l.lock().get(&client_key(v6a)), Some(&2));
     }
 
+    /// The idle check of a connection with `h2_idle = 5`, as a task.
+    fn idle_after_5s(s: &Streams) -> tokio::task::JoinHandle<()> {
+        let s = s.clone();
+        tokio::spawn(async move { s.idle_for(Duration::from_secs(5)).await })
+    }
+
     #[tokio::test(start_paused = true)]
     async fn idle_only_without_open_streams() {
         let s = Streams::default();
         let g = s.open();
-        let idle = tokio::spawn({
-            let s = s.clone();
-            async move { s.idle_for(Duration::from_secs(5)).await }
-        });
+        let idle = idle_after_5s(&s);
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert!(!idle.is_finished());
         drop(g);
@@ -251,10 +254,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_closed_stream_starts_the_idle_time_again() {
         let s = Streams::default();
-        let idle = tokio::spawn({
-            let s = s.clone();
-            async move { s.idle_for(Duration::from_secs(5)).await }
-        });
+        let idle = idle_after_5s(&s);
         tokio::time::sleep(Duration::from_secs(3)).await;
         drop(s.open());
         // Idle since 3 s: not at 5 s (from the start), nor at 7.9 s, but by 8 s.
@@ -267,10 +267,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_connection_without_streams_is_idle_from_its_start() {
         let s = Streams::default();
-        let idle = tokio::spawn({
-            let s = s.clone();
-            async move { s.idle_for(Duration::from_secs(5)).await }
-        });
+        let idle = idle_after_5s(&s);
         tokio::time::sleep(Duration::from_millis(4_900)).await;
         assert!(!idle.is_finished());
         tokio::time::sleep(Duration::from_millis(200)).await;
