@@ -53,7 +53,7 @@ pub enum UpstreamSetupError {
 /// The client to the registry members.
 type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
 
-/// The registry members and the pooled client that reaches them.
+/// The registry members and the pooled clients that reach them (one pool per connection thread).
 pub struct Proxy {
     /// Index 0 for code off the connection threads, 1 + i for connection thread i.
     clients: Vec<UpstreamClient>,
