@@ -7,8 +7,7 @@
 //! connections and failed handshakes in the metrics. Enforces the connection caps (limits.rs)
 //! at accept, before TLS, and closes an HTTP/2 connection that had no open stream for
 //! `[timeouts] h2_idle` (hyper has no such timeout; its keep-alive pings only detect dead
-//! peers). The connection is dropped then, without GOAWAY: with no stream open nothing is lost,
-//! and clients reconnect.
+//! peers), with a GOAWAY so that a request the client sends at that moment is not lost.
 //!
 //! HTTP/2 limits: the header list is capped at the same 64 KiB as an HTTP/1.1 head (hyper resets
 //! the stream, or answers 431); receive windows are fixed at 256 KiB per stream and 512 KiB per
@@ -48,6 +47,10 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 const H2_STREAM_WINDOW: u32 = 256 * 1024;
 /// HTTP/2 receive window per connection: two streams at full speed, or several sharing it.
 const H2_CONN_WINDOW: u32 = 512 * 1024;
+
+/// How long a closing HTTP/2 connection (idle, or drained) may take to answer the GOAWAY's ping
+/// once none of its streams is open; then it is dropped.
+const H2_GOAWAY_GRACE: Duration = Duration::from_secs(5);
 
 /// HTTP/2 send buffer per stream: a response body's bytes the gate holds for a slow client.
 /// `Coalesce` takes frames as fast as h2 makes them, so 16 KiB loses nothing (an HTTP/2 pull ran
@@ -92,6 +95,13 @@ impl Protocols {
             h2_idle: timeouts.h2_idle,
         }
     }
+}
+
+/// What a connection needs to take part in the drain: the watcher the drain waits for, and the
+/// signal that starts it.
+struct Drain {
+    watcher: Watcher,
+    stop: watch::Receiver<bool>,
 }
 
 /// The listeners the gate serves on.
@@ -150,7 +160,11 @@ pub async fn serve(
             }
         };
         let open = (gate.metrics.connection(), permit);
-        let (gate, protocols, watcher) = (gate.clone(), protocols.clone(), graceful.watcher());
+        let drain = Drain {
+            watcher: graceful.watcher(),
+            stop: stop.clone(),
+        };
+        let (gate, protocols) = (gate.clone(), protocols.clone());
         let handshake = timeouts.handshake;
         let acceptor = if is_tls { acceptor.clone() } else { None };
         workers.spawn(move || async move {
@@ -163,11 +177,11 @@ pub async fn serve(
             };
             match acceptor {
                 Some(acceptor) => {
-                    serve_tls(stream, peer, acceptor, handshake, gate, protocols, watcher).await;
+                    serve_tls(stream, peer, acceptor, handshake, gate, protocols, drain).await;
                 }
                 None => {
                     let info = ConnInfo { peer, tls: false };
-                    serve_http(TokioIo::new(stream), false, info, gate, &protocols, watcher).await;
+                    serve_http(TokioIo::new(stream), false, info, gate, &protocols, drain).await;
                 }
             }
             drop(open);
@@ -201,7 +215,7 @@ async fn serve_tls(
     handshake: Duration,
     gate: Arc<Gate>,
     protocols: Arc<Protocols>,
-    watcher: Watcher,
+    drain: Drain,
 ) {
     // A TLS connection starts with a handshake record (0x16). Anything else, typically docker
     // retrying over plain HTTP, gets a JSON answer naming the mistake, and the connection closes.
@@ -251,9 +265,9 @@ async fn serve_tls(
     let info = ConnInfo { peer, tls: true };
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
         let io = TokioIo::new(Coalesce::new(tls));
-        serve_http(io, true, info, gate, &protocols, watcher).await;
+        serve_http(io, true, info, gate, &protocols, drain).await;
     } else {
-        serve_http(TokioIo::new(tls), false, info, gate, &protocols, watcher).await;
+        serve_http(TokioIo::new(tls), false, info, gate, &protocols, drain).await;
     }
 }
 
@@ -263,7 +277,7 @@ async fn serve_http<I>(
     info: ConnInfo,
     gate: Arc<Gate>,
     protocols: &Protocols,
-    watcher: Watcher,
+    drain: Drain,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -282,23 +296,46 @@ async fn serve_http<I>(
                 }
             }
         });
-        let conn = watcher.watch(protocols.h2.serve_connection(io, service));
+        // Not `watcher.watch`: its wrapper hides the connection, and an idle close must reach it
+        // too. The watcher is held so the drain still waits for this connection.
+        let Drain {
+            watcher: _draining_waits_for_this,
+            mut stop,
+        } = drain;
+        let mut conn = std::pin::pin!(protocols.h2.serve_connection(io, service));
+        let closing = tokio::select! {
+            r = conn.as_mut() => return log_end(r, info),
+            _ = stop.wait_for(|s| *s) => "draining an HTTP/2 connection",
+            () = streams.idle_for(protocols.h2_idle) => "closing an idle HTTP/2 connection",
+        };
+        tracing::debug!(client = %info.peer, "{closing}");
+        // GOAWAY, then the streams already started (or started before the client saw it)
+        // finish, however long they take (the drain has its own deadline). hyper closes once
+        // the client has answered the GOAWAY's ping; a client that does not is dropped when
+        // no stream has been open for H2_GOAWAY_GRACE.
+        conn.as_mut().graceful_shutdown();
+        let unanswered = async {
+            tokio::time::sleep(H2_GOAWAY_GRACE).await;
+            streams.idle_for(H2_GOAWAY_GRACE).await;
+        };
         tokio::select! {
             r = conn => r,
-            () = streams.idle_for(protocols.h2_idle) => {
-                tracing::debug!(client = %info.peer, "closing an idle HTTP/2 connection");
-                Ok(())
-            }
+            () = unanswered => Ok(()),
         }
     } else {
         let service = service_fn(move |req| {
             let gate = gate.clone();
             async move { Ok::<_, Infallible>(gate.handle(req, info).await) }
         });
-        watcher
+        drain
+            .watcher
             .watch(protocols.h1.serve_connection(io, service))
             .await
     };
+    log_end(result, info);
+}
+
+fn log_end(result: Result<(), hyper::Error>, info: ConnInfo) {
     if let Err(e) = result {
         tracing::debug!(client = %info.peer, "connection ended: {e}");
     }

@@ -461,9 +461,19 @@ async fn idle_h2_connections_close_and_big_h2_headers_are_refused() {
     drop(resp);
     let started = Instant::now();
     let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
-    assert!(ended.is_ok(), "idle h2 connection still open after 10 s");
     let idle_close = started.elapsed();
-    eprintln!("idle h2 connection closed after {idle_close:?}");
+    eprintln!("idle h2 connection closed after {idle_close:?}: {ended:?}");
+    let ended = ended.expect("idle h2 connection still open after 10 s");
+    // A GOAWAY first: the client knows not to start a request on it (without one, hyper's client
+    // sees the connection cut and reports an error).
+    assert!(
+        ended.unwrap().is_ok(),
+        "idle h2 connection cut without GOAWAY"
+    );
+    assert!(
+        send.is_closed(),
+        "the client may still send on the closed connection"
+    );
     assert!(idle_close >= Duration::from_millis(900), "{idle_close:?}");
 
     // More than 64 KiB of headers: refused over h2 as over h1.
@@ -486,6 +496,40 @@ async fn idle_h2_connections_close_and_big_h2_headers_are_refused() {
         Ok(r) => assert_eq!(r.status(), 431, "h2 accepted 70 KiB of headers"),
         Err(e) => eprintln!("h2 big headers: {e}"),
     }
+}
+
+/// The frame types in what an HTTP/2 server sent, read from its first frame on.
+fn h2_frame_types(mut bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    while bytes.len() >= 9 {
+        let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+        types.push(bytes[3]);
+        bytes = &bytes[(9 + len).min(bytes.len())..];
+    }
+    types
+}
+
+#[tokio::test]
+async fn an_idle_h2_client_that_ignores_the_goaway_is_dropped() {
+    const GOAWAY: u8 = 7;
+    let registry = Registry::start();
+    let gate = Gate::start(&registry.url(), "[timeouts]\nh2_idle = 1\n").await;
+    let mut tls = tls_from(&gate, ip("127.0.0.1"), &[b"h2"]).await.unwrap();
+    // The client preface and an empty SETTINGS frame, then silence: the GOAWAY's ping is never
+    // answered, so the connection cannot close the graceful way.
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut sent = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), tls.read_to_end(&mut sent)).await;
+    let dropped_after = started.elapsed();
+    let types = h2_frame_types(&sent);
+    eprintln!("dropped after {dropped_after:?}, frames {types:?}, read {read:?}");
+    assert!(read.is_ok(), "still open after 15 s");
+    assert!(types.contains(&GOAWAY), "no GOAWAY in {types:?}");
+    // h2_idle (1 s), then the grace for the ping's answer (5 s).
+    assert!(dropped_after >= Duration::from_secs(5), "{dropped_after:?}");
 }
 
 #[tokio::test]

@@ -416,13 +416,21 @@ async fn plain_http_on_the_tls_port_is_refused_without_a_challenge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_an_open_download_finish() {
     let registry = Registry::start();
-    let mut gate = Gate::start(&registry.url(), "").await;
-    let api = Api::new(&gate, false, Some(ALICE));
     let blob = random_bytes(16 << 20);
-    let (_, layers) = api.push_image("team/big", "v1", vec![blob.clone()]).await;
+    for h2 in [false, true] {
+        shutdown_lets_a_download_finish(&registry, h2, &blob).await;
+    }
+}
+
+/// Over HTTP/2 the drain sends a GOAWAY; the stream already open goes on to its end.
+async fn shutdown_lets_a_download_finish(registry: &Registry, h2: bool, blob: &[u8]) {
+    let mut gate = Gate::start(&registry.url(), "").await;
+    let api = Api::new(&gate, h2, Some(ALICE));
+    let (_, layers) = api.push_image("team/big", "v1", vec![blob.to_vec()]).await;
     let mut resp = api
         .send(Method::GET, &format!("/v2/team/big/blobs/{}", layers[0]))
         .await;
+    assert_eq!(resp.version() == reqwest::Version::HTTP_2, h2);
     let first = resp.chunk().await.unwrap().unwrap();
     let shutdown = tokio::spawn({
         let running = gate.running.take().unwrap();
@@ -438,8 +446,8 @@ async fn shutdown_lets_an_open_download_finish() {
     while let Some(c) = resp.chunk().await.unwrap() {
         got.extend_from_slice(&c);
     }
-    assert_eq!(got.len(), blob.len());
-    assert_eq!(sha256_hex(&got), sha256_hex(&blob));
+    assert_eq!(got.len(), blob.len(), "h2: {h2}");
+    assert_eq!(sha256_hex(&got), sha256_hex(blob));
     tokio::time::timeout(Duration::from_secs(10), shutdown)
         .await
         .unwrap()
