@@ -10,9 +10,11 @@
 //! peers), with a GOAWAY so that a request the client sends at that moment is not lost.
 //!
 //! HTTP/2 limits: the header list is capped at the same 64 KiB as an HTTP/1.1 head (hyper resets
-//! the stream, or answers 431); receive windows are fixed at 256 KiB per stream and 512 KiB per
-//! connection, so a connection never holds more than 512 KiB of request body that the registry
-//! has not taken yet, whether it waits for authentication (body unread) or for a slow registry.
+//! the stream, or answers 431); receive windows are fixed when the connection starts: 256 KiB per
+//! stream and 512 KiB per connection while at most 16 connections are open, 128 and 256 KiB when
+//! more are, so a connection never holds more than 512 KiB of request body that the registry has
+//! not taken yet (whether it waits for authentication, body unread, or for a slow registry), and
+//! a crowd of uploads holds less each.
 //! An HTTP/2 connection writes through `Coalesce` (net/coalesce.rs), which batches h2's
 //! frame-by-frame flushes into writes of up to 64 KiB.
 //! The accept loop runs on the main runtime; each accepted connection is served on one of the
@@ -43,10 +45,45 @@ use crate::ops::metrics::HandshakeFailure;
 /// Largest request head accepted (registry clients need a few KiB; docker's many `Accept`s fit).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// HTTP/2 receive window per stream: what one upload may have in flight to the gate.
-const H2_STREAM_WINDOW: u32 = 256 * 1024;
-/// HTTP/2 receive window per connection: two streams at full speed, or several sharing it.
-const H2_CONN_WINDOW: u32 = 512 * 1024;
+/// HTTP/2 receive windows: what a stream, and a whole connection, may have in flight to the gate
+/// (request bodies the registry has not taken yet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct H2Windows {
+    stream: u32,
+    connection: u32,
+}
+
+/// The windows of a connection opened while the gate is quiet: a stream gets at most 256 KiB per
+/// round trip (about 100 MB/s at 2.5 ms, 13 MB/s at 20 ms); the connection, two streams at full
+/// speed or several sharing it.
+const H2_WIDE: H2Windows = H2Windows {
+    stream: 256 * 1024,
+    connection: 512 * 1024,
+};
+/// The windows of a connection opened while more than [`H2_WIDE_UP_TO`] are open: half the wide
+/// ones (twice nginx's 64 KiB preread). Narrower windows cost CPU on both sides (more, smaller
+/// reads and window updates): 64 KiB ones took the gate's CPU for 50 concurrent uploads from
+/// 2.61 to 3.42 s, these to 2.97 s (docs/benchmarks.md).
+const H2_NARROW: H2Windows = H2Windows {
+    stream: 128 * 1024,
+    connection: 256 * 1024,
+};
+/// A new HTTP/2 connection gets the wide windows while at most this many connections are open
+/// (itself included), the narrow ones beyond: a lone upload over a long round trip runs at full
+/// speed, and 50 uploads at once, while the registry is the slower side, park about half of
+/// what they would with wide windows only (peak RSS 28.4 MiB instead of 34.4–35.0).
+const H2_WIDE_UP_TO: usize = 16;
+
+impl H2Windows {
+    /// The windows for a connection accepted while `open` connections are open, itself included.
+    fn for_open(open: usize) -> Self {
+        if open <= H2_WIDE_UP_TO {
+            H2_WIDE
+        } else {
+            H2_NARROW
+        }
+    }
+}
 
 /// How long a closing HTTP/2 connection (idle, or drained) may take to answer the GOAWAY's ping
 /// once none of its streams is open; then it is dropped.
@@ -57,11 +94,14 @@ const H2_GOAWAY_GRACE: Duration = Duration::from_secs(5);
 /// at 613 MB/s with 16 and with 64 KiB) and 50 slow pulls hold 3 MiB less (docs/benchmarks.md).
 const H2_SEND_BUFFER: usize = 16 * 1024;
 
-/// The HTTP protocol settings, built once.
+/// The TLS and HTTP protocol settings, built once.
 struct Protocols {
     h1: http1::Builder,
-    h2: http2::Builder<TokioExecutor>,
+    h2_wide: http2::Builder<TokioExecutor>,
+    h2_narrow: http2::Builder<TokioExecutor>,
     h2_idle: Duration,
+    /// Time a new connection gets to send its first byte, then again to finish the TLS handshake.
+    handshake: Duration,
 }
 
 impl Protocols {
@@ -72,28 +112,40 @@ impl Protocols {
             .max_header_size(MAX_HEADER_BYTES)
             .max_buf_size(crate::config::MAX_READ_BUFFER)
             .keep_alive(true);
+        Protocols {
+            h1,
+            h2_wide: Self::h2_builder(H2_WIDE),
+            h2_narrow: Self::h2_builder(H2_NARROW),
+            h2_idle: timeouts.h2_idle,
+            handshake: timeouts.handshake,
+        }
+    }
+
+    fn h2(&self, windows: H2Windows) -> &http2::Builder<TokioExecutor> {
+        if windows == H2_WIDE {
+            &self.h2_wide
+        } else {
+            &self.h2_narrow
+        }
+    }
+
+    fn h2_builder(windows: H2Windows) -> http2::Builder<TokioExecutor> {
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
             // Fixed windows bound the bytes one upload can park in the gate. Adaptive windows
             // grow to hyper's 16 MiB BDP limit when pings are slow (a busy machine): 20
             // concurrent h2 uploads peaked at 156 MiB RSS that way, 48 MiB with hyper's fixed
-            // 1 MiB windows, 27 MiB with these (docs/benchmarks.md). Loopback pushes run as
-            // fast as through nginx with them; a stream gets at most H2_STREAM_WINDOW per
-            // round trip (about 100 MB/s at 2.5 ms, 13 MB/s at 20 ms).
+            // 1 MiB windows, 27 MiB with the wide ones (docs/benchmarks.md).
             .adaptive_window(false)
-            .initial_stream_window_size(H2_STREAM_WINDOW)
-            .initial_connection_window_size(H2_CONN_WINDOW)
+            .initial_stream_window_size(windows.stream)
+            .initial_connection_window_size(windows.connection)
             // What one download may queue in the gate beyond what its client's window lets
             // out (hyper's default: 400 KiB per stream, 20 MiB for 50 slow HTTP/2 pulls).
             .max_send_buf_size(H2_SEND_BUFFER)
             .max_header_list_size(MAX_HEADER_BYTES as u32)
             .keep_alive_interval(Duration::from_secs(60))
             .keep_alive_timeout(Duration::from_secs(20));
-        Protocols {
-            h1,
-            h2,
-            h2_idle: timeouts.h2_idle,
-        }
+        h2
     }
 }
 
@@ -165,7 +217,7 @@ pub async fn serve(
             stop: stop.clone(),
         };
         let (gate, protocols) = (gate.clone(), protocols.clone());
-        let handshake = timeouts.handshake;
+        let h2_windows = H2Windows::for_open(limiter.open());
         let acceptor = if is_tls { acceptor.clone() } else { None };
         workers.spawn(move || async move {
             let stream = match TcpStream::from_std(stream) {
@@ -177,11 +229,11 @@ pub async fn serve(
             };
             match acceptor {
                 Some(acceptor) => {
-                    serve_tls(stream, peer, acceptor, handshake, gate, protocols, drain).await;
+                    serve_tls(stream, peer, acceptor, h2_windows, gate, protocols, drain).await;
                 }
                 None => {
                     let info = ConnInfo { peer, tls: false };
-                    serve_http(TokioIo::new(stream), false, info, gate, &protocols, drain).await;
+                    serve_http(TokioIo::new(stream), None, info, gate, &protocols, drain).await;
                 }
             }
             drop(open);
@@ -212,7 +264,7 @@ async fn serve_tls(
     mut stream: TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
-    handshake: Duration,
+    h2_windows: H2Windows,
     gate: Arc<Gate>,
     protocols: Arc<Protocols>,
     drain: Drain,
@@ -220,6 +272,7 @@ async fn serve_tls(
     // A TLS connection starts with a handshake record (0x16). Anything else, typically docker
     // retrying over plain HTTP, gets a JSON answer naming the mistake, and the connection closes.
     let mut first = [0u8; 1];
+    let handshake = protocols.handshake;
     match tokio::time::timeout(handshake, stream.peek(&mut first)).await {
         Ok(Ok(1)) => {}
         Err(_) => {
@@ -265,15 +318,15 @@ async fn serve_tls(
     let info = ConnInfo { peer, tls: true };
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
         let io = TokioIo::new(Coalesce::new(tls));
-        serve_http(io, true, info, gate, &protocols, drain).await;
+        serve_http(io, Some(h2_windows), info, gate, &protocols, drain).await;
     } else {
-        serve_http(TokioIo::new(tls), false, info, gate, &protocols, drain).await;
+        serve_http(TokioIo::new(tls), None, info, gate, &protocols, drain).await;
     }
 }
 
 async fn serve_http<I>(
     io: TokioIo<I>,
-    h2: bool,
+    h2: Option<H2Windows>,
     info: ConnInfo,
     gate: Arc<Gate>,
     protocols: &Protocols,
@@ -281,7 +334,7 @@ async fn serve_http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let result = if h2 {
+    let result = if let Some(windows) = h2 {
         let streams = Streams::default();
         let service = service_fn({
             let streams = streams.clone();
@@ -302,7 +355,7 @@ async fn serve_http<I>(
             watcher: _draining_waits_for_this,
             mut stop,
         } = drain;
-        let mut conn = std::pin::pin!(protocols.h2.serve_connection(io, service));
+        let mut conn = std::pin::pin!(protocols.h2(windows).serve_connection(io, service));
         let closing = tokio::select! {
             r = conn.as_mut() => return log_end(r, info),
             _ = stop.wait_for(|s| *s) => "draining an HTTP/2 connection",

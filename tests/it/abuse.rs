@@ -509,6 +509,47 @@ fn h2_frame_types(mut bytes: &[u8]) -> Vec<u8> {
     types
 }
 
+/// SETTINGS_INITIAL_WINDOW_SIZE in the first SETTINGS frame of a new HTTP/2 connection.
+async fn h2_initial_window(gate: &Gate) -> u32 {
+    const SETTINGS: u8 = 4;
+    const INITIAL_WINDOW_SIZE: u16 = 4;
+    let mut tls = tls_from(gate, ip("127.0.0.1"), &[b"h2"]).await.unwrap();
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut head = [0u8; 9];
+    tls.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[3], SETTINGS, "the server's first frame");
+    let mut payload = vec![0u8; u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize];
+    tls.read_exact(&mut payload).await.unwrap();
+    payload
+        .chunks_exact(6)
+        .find(|s| u16::from_be_bytes([s[0], s[1]]) == INITIAL_WINDOW_SIZE)
+        .map_or(65_535, |s| u32::from_be_bytes([s[2], s[3], s[4], s[5]]))
+}
+
+/// What uploads may park in the gate is bounded per connection by its HTTP/2 windows; with many
+/// connections open, new ones get narrower windows, and wide ones again once they are gone.
+#[tokio::test]
+async fn http2_windows_narrow_while_many_connections_are_open() {
+    let registry = Registry::start();
+    let gate = Gate::start(&registry.url(), "").await;
+    assert_eq!(h2_initial_window(&gate).await, 256 * 1024);
+    let mut crowd = Vec::new();
+    for _ in 0..16 {
+        crowd.push(tcp_from(ip("127.0.0.1"), gate.addr).await.unwrap());
+    }
+    eventually(Duration::from_secs(5), "narrow windows", || async {
+        h2_initial_window(&gate).await == 128 * 1024
+    })
+    .await;
+    drop(crowd);
+    eventually(Duration::from_secs(5), "wide windows again", || async {
+        h2_initial_window(&gate).await == 256 * 1024
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn an_idle_h2_client_that_ignores_the_goaway_is_dropped() {
     const GOAWAY: u8 = 7;
