@@ -419,18 +419,23 @@ def run_fed(cmd: list[str], timeout: float, path: str, reps: int) -> tuple[int, 
 
     th = threading.Thread(target=feed, daemon=True)
     th.start()
-    out = []
-    errs = []
-    rt = threading.Thread(target=lambda: errs.append(p.stderr.read()), daemon=True)
-    rt.start()
+    # Both pipes are read by threads, so the timeout holds even when curl hangs with its
+    # output open.
+    outs: list[bytes] = []
+    errs: list[bytes] = []
+    readers = [threading.Thread(target=lambda: outs.append(p.stdout.read()), daemon=True),
+               threading.Thread(target=lambda: errs.append(p.stderr.read()), daemon=True)]
+    for r in readers:
+        r.start()
     try:
-        o = p.stdout.read()
         p.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(p, signal.SIGKILL)
         raise BenchError("timed out feeding curl")
     finally:
         _untrack(p)
-    rt.join(5)
-    return p.returncode, o.decode(errors="replace"), (errs[0] if errs else b"").decode(errors="replace")
+    for r in readers:
+        r.join(5)
+    return (p.returncode, (outs[0] if outs else b"").decode(errors="replace"),
+            (errs[0] if errs else b"").decode(errors="replace"))
 
